@@ -1,0 +1,180 @@
+"""Typed configuration: dataclasses, presets, TOML loading and validation.
+
+Every error names the offending field and how to fix it, because configs are
+written by hand and a bare traceback from deep inside the model helps no one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message says which one and how to fix it."""
+
+
+T = TypeVar("T")
+
+
+def _coerce(name: str, value: Any, annotation: str) -> Any:
+    """Convert a TOML/CLI value to the field's declared type, or explain why not."""
+    optional = "None" in annotation
+    if value is None or (isinstance(value, str) and value.lower() == "none" and optional):
+        if optional:
+            return None
+        raise ConfigError(f"{name}: None is not allowed; give a value of type {annotation}")
+    base = annotation.replace("| None", "").replace("None |", "").strip()
+    try:
+        if base == "bool":
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes"):
+                    return True
+                if value.lower() in ("false", "0", "no"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if base == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if base == "float":
+            return float(value)
+        if base == "str":
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r} is not a valid {base}; give a {base}") from None
+    return value
+
+
+def build(cls: type[T], values: dict[str, Any], section: str) -> T:
+    """Make dataclass `cls` from a mapping, rejecting unknown keys with a suggestion."""
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"unknown key '{key}' in [{section}]{hint} Valid keys: {', '.join(sorted(known))}"
+            )
+        kwargs[key] = _coerce(f"{section}.{key}", value, str(known[key].type))
+    return cls(**kwargs)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; check the path")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from None
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the encoder (shared by GPT and FTP) and of FTP's future decoder."""
+
+    vocab_size: int = 50304
+    block_size: int = 1024  # T: encoder context length
+    n_layer: int = 12  # encoder layers
+    n_head: int = 12
+    n_embd: int = 768  # d
+    dropout: float = 0.0
+    bias: bool = True
+    # FTP only (ignored by GPT)
+    horizon: int = 8  # N: tokens predicted from every position
+    gamma: float = 0.8  # weight of distance k is gamma**(k-1)
+    pseudo_len: int = 12  # P: length of the pseudo-sequence h_t is expanded into
+    dec_layer: int = 3
+    dec_head: int = 12
+    decoder_fraction: float = 1.0  # share of positions whose decoder runs in training
+    # Loss
+    eot_token: int | None = None  # document separator: FTP targets past it are masked
+    loss_chunk: int = 4096  # rows of logits computed at once in the cross-entropy
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def validate(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(message)
+
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dec_head", "loss_chunk"):
+            need(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
+        need(
+            self.n_embd % self.n_head == 0,
+            f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+            f"choose n_head among {[h for h in range(1, 33) if self.n_embd % h == 0]}",
+        )
+        need(
+            self.n_embd % self.dec_head == 0,
+            f"n_embd={self.n_embd} is not divisible by dec_head={self.dec_head}; "
+            f"choose dec_head among {[h for h in range(1, 33) if self.n_embd % h == 0]}",
+        )
+        need(self.horizon >= 1, f"horizon (N)={self.horizon} must be >= 1; N=1 predicts the next token only")
+        need(0.0 < self.gamma <= 1.0, f"gamma={self.gamma} must be in (0, 1]; 1 weights all distances equally")
+        need(self.pseudo_len >= 1, f"pseudo_len (P)={self.pseudo_len} must be >= 1")
+        need(self.dec_layer >= 0, f"dec_layer={self.dec_layer} must be >= 0")
+        need(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
+        need(
+            0.0 < self.decoder_fraction <= 1.0,
+            f"decoder_fraction={self.decoder_fraction} must be in (0, 1]; 1 trains the decoder on every position",
+        )
+        if self.eot_token is not None:
+            need(
+                0 <= self.eot_token < self.vocab_size,
+                f"eot_token={self.eot_token} is outside the vocabulary [0, {self.vocab_size})",
+            )
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "ModelConfig":
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        """`preset = "tiny"` (optional) gives the base; other keys override it."""
+        values = dict(values)
+        base = PRESETS.get(values.get("preset", ""), {}) if "preset" in values else {}
+        if "preset" in values and values["preset"] not in PRESETS:
+            raise ConfigError(f"unknown preset '{values['preset']}'; choose one of {', '.join(PRESETS)}")
+        values.pop("preset", None)
+        return build(cls, {**base, **values}, "model")
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "ModelConfig":
+        data = read_toml(path)
+        return cls.from_dict(data.get("model", data))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # CPU seconds per step; CI and the demo.
+    "tiny": dict(block_size=128, n_layer=2, n_head=4, n_embd=128, horizon=4, pseudo_len=4,
+                 dec_layer=1, dec_head=4, vocab_size=4096),
+    # One GPU, minutes.
+    "small": dict(block_size=512, n_layer=6, n_head=6, n_embd=384, horizon=8, pseudo_len=12,
+                  dec_layer=2, dec_head=6, vocab_size=16384),
+    # Paper scale: GPT-2 small encoder, 3-layer decoder.
+    "gpt2-124m": dict(block_size=1024, n_layer=12, n_head=12, n_embd=768, horizon=8, pseudo_len=12,
+                      dec_layer=3, dec_head=12, vocab_size=50304),
+}

@@ -1,0 +1,13 @@
+from .base import LanguageModel, ModelOutput
+from .blocks import KVCache
+from .counting import forward_flops_per_token, training_flops_per_token
+from .ftp import FTP
+from .gpt import GPT
+from .loss import IGNORE, LossOutput, future_targets
+
+MODELS = {"gpt": GPT, "ftp": FTP}
+
+__all__ = [
+    "FTP", "GPT", "IGNORE", "KVCache", "LanguageModel", "LossOutput", "MODELS", "ModelOutput",
+    "forward_flops_per_token", "future_targets", "training_flops_per_token",
+]

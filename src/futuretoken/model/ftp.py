@@ -1,0 +1,100 @@
+"""Future Token Prediction: encoder -> h_t -> pseudo-sequence -> small decoder predicting N tokens.
+
+The decoder's only view of the past is h_t: it self-attends to its own
+teacher-forced inputs x_t .. x_{t+N-1} and cross-attends to the P vectors that
+h_t is linearly expanded into. Output k predicts x_{t+k}.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from .base import LanguageModel, ModelOutput
+from .blocks import Block, KVCache
+from .loss import IGNORE, LossOutput, future_loss, future_targets
+
+Memory = list[tuple[Tensor, Tensor]]  # per decoder layer: cross-attention keys, values (M, H, P, hd)
+
+
+class FTP(LanguageModel):
+    model_type = "ftp"
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        if config.dec_layer == 0 and config.horizon != 1:
+            raise ValueError(f"dec_layer=0 (no decoder) only works with horizon=1, got horizon={config.horizon}")
+        d, P = config.n_embd, config.pseudo_len
+        self.expand = nn.Linear(d, P * d, bias=config.bias)
+        self.dec_wpe = nn.Embedding(config.horizon, d)
+        self.dec_drop = nn.Dropout(config.dropout)
+        self.dec_blocks = nn.ModuleList(
+            Block(d, config.dec_head, config.bias, config.dropout, cross=True) for _ in range(config.dec_layer)
+        )
+        self.dec_ln = nn.LayerNorm(d, bias=config.bias)
+        self._init_weights(config.n_layer + config.dec_layer)
+
+    @property
+    def horizon(self) -> int:
+        return self.config.horizon
+
+    # --- decoder -------------------------------------------------------------------------
+    def memory(self, h: Tensor) -> Memory:
+        """h: (M, d) state vectors -> per-layer cross-attention keys/values of their pseudo-sequences."""
+        M, d = h.shape
+        pseudo = self.expand(h).view(M, self.config.pseudo_len, d)  # (M, P, d)
+        return [block.cross.memory_kv(pseudo) for block in self.dec_blocks]
+
+    def new_decoder_cache(self, batch: int, *, device=None, dtype=None) -> list[KVCache]:
+        c, w = self.config, self.head_weight
+        return [
+            KVCache(batch, c.dec_head, c.horizon, c.n_embd // c.dec_head,
+                    device=device or w.device, dtype=dtype or w.dtype)
+            for _ in self.dec_blocks
+        ]
+
+    def decode(self, inputs: Tensor, memory: Memory, h: Tensor | None = None,
+               cache: list[KVCache] | None = None) -> Tensor:
+        """inputs: (M, n) decoder tokens (x_t, x_{t+1}, ...) -> features (M, n, d) after the final norm.
+
+        With `cache`, inputs continue the cached decoder steps. `h` (M, d) is only used
+        when the model has no decoder layers (then the prediction is read from h_t, as GPT does).
+        """
+        if not self.dec_blocks:
+            return h[:, None, :].expand(-1, inputs.shape[1], -1)
+        start = cache[0].length if cache else 0
+        n = inputs.shape[1]
+        if start + n > self.config.horizon:
+            raise ValueError(f"decoder asked for steps {start}..{start + n - 1}; it has horizon {self.config.horizon}")
+        pos = torch.arange(start, start + n, device=inputs.device)
+        x = self.dec_drop(self.encoder.wte(inputs) + self.dec_wpe(pos))  # (M, n, d)
+        for i, block in enumerate(self.dec_blocks):
+            x = block(x, cache=cache[i] if cache else None, memory_kv=memory[i])
+        return self.dec_ln(x)
+
+    # --- model API -----------------------------------------------------------------------
+    def forward(self, idx: Tensor, cache: list[KVCache] | None = None) -> ModelOutput:
+        """idx: (B, T) -> h (B, T, d) and next-token logits (B, T, V) from decoder output k = 1."""
+        B, T = idx.shape
+        h = self.encoder(idx, cache)  # (B, T, d)
+        flat_h = h.reshape(B * T, -1)
+        features = self.decode(idx.reshape(B * T, 1), self.memory(flat_h), flat_h)  # (B*T, 1, d)
+        return ModelOutput(hidden=h, logits=(features[:, 0] @ self.head_weight.T).view(B, T, -1))
+
+    def loss(self, tokens: Tensor) -> LossOutput:
+        """tokens: (B, T + N) -> gamma-weighted loss over the N future tokens of every position."""
+        N = self.config.horizon
+        h = self.encoder(tokens[:, :-N])  # (B, T, d)
+        B, T, d = h.shape
+        inputs, targets = future_targets(tokens, N, self.config.eot_token)  # (B, T, N) each
+        h, inputs, targets = h.reshape(B * T, d), inputs.reshape(B * T, N), targets.reshape(B * T, N)
+        if self.training and self.config.decoder_fraction < 1.0:
+            # Train the decoder on a random subset of positions; the encoder still sees all.
+            keep = torch.randperm(B * T, device=h.device)[: max(1, round(self.config.decoder_fraction * B * T))]
+            h, inputs, targets = h[keep], inputs[keep], targets[keep]
+        features = self.decode(inputs, self.memory(h), h)  # (M, N, d)
+        return future_loss(features, self.head_weight, targets, self.config.gamma, self.config.loss_chunk)
+
+
+__all__ = ["FTP", "IGNORE"]

@@ -1,0 +1,32 @@
+"""The next-token baseline: the shared encoder and a head tied to the token embedding."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ..config import ModelConfig
+from .base import LanguageModel, ModelOutput
+from .blocks import KVCache
+from .loss import LossOutput, future_loss
+
+
+class GPT(LanguageModel):
+    model_type = "gpt"
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self._init_weights(config.n_layer)
+
+    @property
+    def horizon(self) -> int:
+        return 1
+
+    def forward(self, idx: Tensor, cache: list[KVCache] | None = None) -> ModelOutput:
+        h = self.encoder(idx, cache)  # (B, T, d)
+        return ModelOutput(hidden=h, logits=h @ self.head_weight.T)  # (B, T, V)
+
+    def loss(self, tokens: Tensor) -> LossOutput:
+        """tokens: (B, T + 1). Mean next-token cross-entropy; per_distance has one entry."""
+        h = self.encoder(tokens[:, :-1])  # (B, T, d)
+        targets = tokens[:, 1:, None]  # (B, T, 1)
+        return future_loss(h[:, :, None], self.head_weight, targets, 1.0, self.config.loss_chunk)
