@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,7 +63,7 @@ def build(cls: type[T], values: dict[str, Any], section: str) -> T:
     for key, value in values.items():
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
+            hint = f"; did you mean '{close[0]}'?" if close else "."
             raise ConfigError(
                 f"unknown key '{key}' in [{section}]{hint} Valid keys: {', '.join(sorted(known))}"
             )
@@ -178,3 +178,116 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpt2-124m": dict(block_size=1024, n_layer=12, n_head=12, n_embd=768, horizon=8, pseudo_len=12,
                       dec_layer=3, dec_head=12, vocab_size=50304),
 }
+
+
+@dataclass
+class DataConfig:
+    """Where training tokens come from; `dir` is prepared from `corpus` and `tokenizer` if missing."""
+
+    dir: str = "runs/data/prose-bpe4096"
+    corpus: str = "builtin:prose"
+    tokenizer: str = "bpe:4096"
+    val_fraction: float = 0.05
+
+    def validate(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction={self.val_fraction} must be in (0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    model: str = "ftp"  # "ftp" or "gpt"
+    out_dir: str = "runs/train"
+    batch_size: int = 16  # sequences per micro-batch per process
+    grad_accum: int = 1
+    max_steps: int = 1000
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # 0 disables clipping
+    eval_interval: int = 100
+    eval_batches: int = 20
+    ckpt_interval: int = 100
+    keep_last: int = 3
+    log_interval: int = 10
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | float32 | bfloat16
+    compile: bool = False
+    parallel: str = "ddp"  # ddp | fsdp (only used under torchrun with several processes)
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.model not in ("ftp", "gpt"):
+            raise ConfigError(f"train.model='{self.model}' is unknown; choose 'ftp' or 'gpt'")
+        for name in ("batch_size", "grad_accum", "max_steps", "eval_interval", "ckpt_interval",
+                     "keep_last", "log_interval", "eval_batches"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name}={getattr(self, name)} must be >= 1")
+        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+            raise ConfigError(f"train.lr={self.lr}, min_lr={self.min_lr}: need 0 <= min_lr <= lr and lr > 0")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"train.warmup_steps={self.warmup_steps} must be >= 0")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"train.dtype='{self.dtype}' is unknown; choose auto, float32 or bfloat16")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise ConfigError(f"train.parallel='{self.parallel}' is unknown; choose ddp or fsdp")
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs: one TOML file with [model], [data] and [train] tables."""
+
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+
+    SECTIONS = ("model", "data", "train")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        unknown = set(values) - set(cls.SECTIONS)
+        if unknown:
+            raise ConfigError(
+                f"unknown table(s) {sorted(unknown)} in the config; valid tables are [model], [data], [train]"
+            )
+        data = build(DataConfig, values.get("data", {}), "data")
+        train = build(TrainConfig, values.get("train", {}), "train")
+        data.validate()
+        train.validate()
+        return cls(model=ModelConfig.from_dict(values.get("model", {})), data=data, train=train)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: list[str] = ()) -> "RunConfig":
+        """TOML file (optional) plus `section.key=value` (or unique `key=value`) overrides."""
+        values = read_toml(path) if path else {}
+        for item in overrides:
+            key, sep, raw = item.partition("=")
+            if not sep:
+                raise ConfigError(f"override '{item}' is not key=value; write e.g. train.lr=3e-4")
+            section, _, name = key.rpartition(".")
+            if not section:
+                owners = [s for s, c in (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig))
+                          if name in {f.name for f in fields(c)} | ({"preset"} if s == "model" else set())]
+                if len(owners) != 1:
+                    raise ConfigError(
+                        f"override '{key}' is ambiguous or unknown; prefix it with its table, e.g. train.{name}"
+                        if owners else f"unknown config key '{key}'; run `futuretoken train --help-config` to list keys"
+                    )
+                section = owners[0]
+            values.setdefault(section, {})[name] = _parse_scalar(raw)
+        return cls.from_dict(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {s: dataclasses.asdict(getattr(self, s)) for s in self.SECTIONS}
+
+
+def _parse_scalar(raw: str) -> Any:
+    """CLI values: TOML scalar syntax when it parses (1e-3, true, "x"), the raw string otherwise."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw

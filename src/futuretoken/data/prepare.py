@@ -1,0 +1,127 @@
+"""Corpus -> tokenizer -> token shards + manifest, reproducibly.
+
+Three passes over the corpus, each streaming (the corpus never has to fit in memory):
+  1. hash every document to split train/val BY DOCUMENT: the validation set is the documents
+     whose seeded hash is smallest, so identical texts always land on the same side;
+  2. train the tokenizer (bpe:VOCAB only) on the training documents alone;
+  3. encode in batches and stream `doc, EOT, doc, EOT, ...` into each split's shards.
+The same inputs give byte-identical shards, tokenizer.json and manifest.json (no timestamps).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .corpora import iter_documents
+from .errors import DataError
+from .shards import MANIFEST, SPLITS, ShardWriter, atomic_write, token_dtype
+from .tokenizer import Tokenizer, build_tokenizer
+
+FORMAT = 1
+BATCH_CHARS = 4_000_000  # characters per encode_batch call: parallel enough, small enough
+
+
+def document_keys(corpus: str, seed: int) -> np.ndarray:
+    """A seeded 64-bit hash per document, in corpus order: the split depends on content, not position."""
+    salt = f"futuretoken-split:{seed}:".encode()
+    keys = [int.from_bytes(hashlib.sha256(salt + doc.encode()).digest()[:8], "little")
+            for doc in tqdm(iter_documents(corpus), desc="hash documents", unit="doc")]
+    return np.array(keys, dtype=np.uint64)
+
+
+def split_documents(keys: np.ndarray, val_fraction: float) -> np.ndarray:
+    """Boolean mask of validation documents: the ~val_fraction of documents with the smallest keys
+    (at least one; duplicates of a validation document go with it)."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"val_fraction={val_fraction} must be in (0, 1). Fix: e.g. 0.05.")
+    if len(keys) < 2:
+        raise DataError(f"the corpus has {len(keys)} document; splitting by document needs at least 2. "
+                        "Fix: add documents, or split a long file into several.")
+    n_val = min(len(keys) - 1, max(1, round(val_fraction * len(keys))))
+    val = keys <= np.partition(keys, n_val - 1)[n_val - 1]
+    if val.all():
+        raise DataError("every document is identical, so none is left for training after the split. "
+                        "Fix: use a corpus with distinct documents.")
+    return val
+
+
+def _batches(corpus: str, mask: np.ndarray) -> Iterator[tuple[list[str], list[bool]]]:
+    """(documents, is_val flags) in batches of about BATCH_CHARS characters."""
+    docs, flags, chars = [], [], 0
+    for doc, is_val in zip(iter_documents(corpus), mask, strict=True):
+        docs.append(doc)
+        flags.append(bool(is_val))
+        chars += len(doc)
+        if chars >= BATCH_CHARS:
+            yield docs, flags
+            docs, flags, chars = [], [], 0
+    if docs:
+        yield docs, flags
+
+
+def prepare(corpus: str = "builtin:prose", tokenizer: str = "bpe:4096",
+            out_dir: str | Path = "runs/data/prose-bpe4096", val_fraction: float = 0.05,
+            shard_tokens: int = 50_000_000, seed: int = 0) -> dict:
+    """Tokenize `corpus` into OUT_DIR/{train,val}_NNN.bin, OUT_DIR/tokenizer.json and OUT_DIR/manifest.json.
+
+    Each document is followed by the end-of-text token. Returns the manifest (also written last,
+    atomically: its presence marks a complete folder).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # the folder is incomplete until the new manifest lands
+
+    is_val = split_documents(document_keys(corpus, seed), val_fraction)
+    train_docs = (d for d, v in zip(iter_documents(corpus), is_val, strict=True) if not v)
+    tok: Tokenizer = build_tokenizer(tokenizer, train_docs, length=int((~is_val).sum()))
+    tok.save(out)
+    dtype = token_dtype(tok.vocab_size)
+    eot = np.array([tok.eot_token], dtype=dtype)
+
+    writers = {s: ShardWriter(out, s, dtype, shard_tokens) for s in SPLITS}
+    docs_count = dict.fromkeys(SPLITS, 0)
+    try:
+        with tqdm(total=len(is_val), desc=f"encode {tokenizer}", unit="doc") as bar:
+            for docs, flags in _batches(corpus, is_val):
+                chunks: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+                for ids, v in zip(tok.encode_batch(docs), flags):
+                    chunks["val" if v else "train"] += [np.asarray(ids, dtype=dtype), eot]
+                for split, parts in chunks.items():
+                    if parts:
+                        writers[split].write(np.concatenate(parts))
+                        docs_count[split] += len(parts) // 2
+                bar.update(len(docs))
+        shards = {s: w.close() for s, w in writers.items()}
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+
+    kept = {sh["file"] for split in shards.values() for sh in split}
+    for stale in out.glob("*.bin"):  # shards of an earlier, larger preparation
+        if re.fullmatch(r"(train|val)_\d{3,}\.bin", stale.name) and stale.name not in kept:
+            stale.unlink()
+    manifest = {
+        "format": FORMAT,
+        "corpus": corpus,
+        "tokenizer": tokenizer,
+        "tokenizer_file": "tokenizer.json",
+        "tokenizer_sha256": tok.sha256,
+        "vocab_size": tok.vocab_size,
+        "eot_token": tok.eot_token,
+        "dtype": dtype.name,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "shard_tokens": shard_tokens,
+        **{s: {"documents": docs_count[s], "tokens": sum(sh["tokens"] for sh in shards[s]), "shards": shards[s]}
+           for s in SPLITS},
+    }
+    atomic_write(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    return manifest

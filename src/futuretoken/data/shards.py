@@ -1,0 +1,178 @@
+"""Token shards on disk: raw little-endian integer files plus a manifest that pins them.
+
+A split is the concatenation of its shards `{split}_000.bin`, `{split}_001.bin`, ...; each
+holds `uint16` ids (`uint32` when the vocabulary does not fit 16 bits) with no header, so
+np.memmap reads them in place and any tool can. manifest.json records every shard's token count
+and sha256: prepare() writes it last, so its presence means the shards are complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .cache import sha256_file
+from .errors import DataError
+
+MANIFEST = "manifest.json"
+SPLITS = ("train", "val")
+REPREPARE = "Fix: re-run prepare (`futuretoken data prepare`) into this folder"
+
+
+def open_temp(folder: Path, name: str):
+    """A new temporary file (binary, mode 644) beside `folder/name`, and its path."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    os.chmod(tmp, 0o644)  # mkstemp's 600 would make the data private to this user
+    return os.fdopen(fd, "wb"), tmp
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same folder and os.replace: readers see
+    the old file or the new one, never a half-written one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f, tmp = open_temp(path.parent, path.name)
+    try:
+        with f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """Little-endian uint16 while every id fits (vocab_size <= 65536), else uint32."""
+    return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
+
+
+class ShardWriter:
+    """Streams one split's tokens into shards of `shard_tokens` tokens; each shard is written to a
+    temporary file and moved into place when full, hashed on the way."""
+
+    def __init__(self, out_dir: str | Path, split: str, dtype: np.dtype, shard_tokens: int) -> None:
+        if shard_tokens < 1:
+            raise DataError(f"shard_tokens={shard_tokens} must be positive. Fix: e.g. 50_000_000.")
+        self.out_dir, self.split, self.dtype, self.shard_tokens = Path(out_dir), split, np.dtype(dtype), shard_tokens
+        self.shards: list[dict] = []
+        self._file = self._tmp = self._hash = None
+        self._count = 0
+
+    def write(self, tokens: np.ndarray) -> None:
+        tokens = np.asarray(tokens).astype(self.dtype, copy=False)
+        while len(tokens):
+            if self._file is None:
+                self._file, self._tmp = open_temp(self.out_dir, self.split)
+                self._hash, self._count = hashlib.sha256(), 0
+            take = min(len(tokens), self.shard_tokens - self._count)
+            data = tokens[:take].tobytes()
+            self._file.write(data)
+            self._hash.update(data)
+            self._count += take
+            tokens = tokens[take:]
+            if self._count == self.shard_tokens:
+                self._finish()
+
+    def _finish(self) -> None:
+        self._file.close()
+        name = f"{self.split}_{len(self.shards):03d}.bin"
+        os.replace(self._tmp, self.out_dir / name)
+        self.shards.append({"file": name, "tokens": self._count, "sha256": self._hash.hexdigest()})
+        self._file = self._tmp = None
+
+    def close(self) -> list[dict]:
+        """Finish the last, partly filled shard; return [{file, tokens, sha256}] for the manifest."""
+        if self._file is not None:
+            self._finish()
+        return self.shards
+
+    def abort(self) -> None:
+        """Drop the unfinished shard (on an error) so no temporary file is left behind."""
+        if self._file is not None:
+            self._file.close()
+            Path(self._tmp).unlink(missing_ok=True)
+            self._file = None
+
+
+def read_manifest(out_dir: str | Path) -> dict:
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        raise DataError(f"no {MANIFEST} in {out_dir}: the token shards are missing or incomplete. {REPREPARE}.")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+class ConcatTokens:
+    """Several memory-mapped shards read as one 1-D array: len(), t[i] and t[a:b] (step 1)."""
+
+    def __init__(self, parts: list[np.ndarray]) -> None:
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+        self.dtype = parts[0].dtype
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return self[start:stop][::step]
+            pieces = []
+            i = int(np.searchsorted(self.offsets, start, side="right")) - 1
+            while start < stop:
+                lo = start - self.offsets[i]
+                take = min(stop - start, len(self.parts[i]) - lo)
+                pieces.append(self.parts[i][lo:lo + take])
+                start, i = start + take, i + 1
+            return np.concatenate(pieces) if pieces else np.empty(0, self.dtype)
+        index = int(index) + (len(self) if index < 0 else 0)
+        if not 0 <= index < len(self):
+            raise IndexError(f"token index {index} out of range for {len(self)} tokens")
+        i = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return self.parts[i][index - self.offsets[i]]
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.concatenate(self.parts)
+        return out if dtype is None else out.astype(dtype)
+
+
+class TokenShards:
+    """One split of a prepared corpus, memory-mapped: `.tokens` is the whole split as a 1-D array
+    (the memmap itself when there is one shard), plus `vocab_size`, `eot_token` and `manifest`.
+
+    Shard sizes are always checked against the manifest; `verify=True` also re-hashes every shard
+    (reads all of it) and names the first corrupt one.
+    """
+
+    def __init__(self, out_dir: str | Path, split: str = "train", verify: bool = False) -> None:
+        self.out_dir, self.split = Path(out_dir), split
+        self.manifest = read_manifest(out_dir)
+        if split not in SPLITS or split not in self.manifest:
+            raise DataError(f"unknown split {split!r}. Fix: use one of {SPLITS}.")
+        self.vocab_size: int = self.manifest["vocab_size"]
+        self.eot_token: int = self.manifest["eot_token"]
+        self.dtype = np.dtype(self.manifest["dtype"]).newbyteorder("<")
+        parts = []
+        for shard in self.manifest[split]["shards"]:
+            path = self.out_dir / shard["file"]
+            size = path.stat().st_size if path.is_file() else None
+            if size != shard["tokens"] * self.dtype.itemsize:
+                raise DataError(f"shard {path} is {'missing' if size is None else f'{size} bytes'}, expected "
+                                f"{shard['tokens'] * self.dtype.itemsize} bytes. {REPREPARE}.")
+            if verify and sha256_file(path) != shard["sha256"]:
+                raise DataError(f"shard {path} is corrupt: its sha256 differs from the manifest's. {REPREPARE}.")
+            parts.append(np.memmap(path, dtype=self.dtype, mode="r"))
+        if not parts:
+            raise DataError(f"split {split!r} of {out_dir} has no tokens. {REPREPARE} with a larger corpus.")
+        self.tokens = parts[0] if len(parts) == 1 else ConcatTokens(parts)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __repr__(self) -> str:
+        return f"TokenShards({str(self.out_dir)!r}, {self.split!r}: {len(self):,} tokens, vocab {self.vocab_size})"

@@ -1,0 +1,49 @@
+"""Small helpers shared by reports: reading metrics, plotting curves, markdown tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def plot_loss_curves(runs: dict[str, str | Path], out_path: str | Path) -> Path:
+    """Training and validation next-token loss of several runs against tokens seen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, run_dir in runs.items():
+        records = read_metrics(run_dir)
+        train = [r for r in records if r["split"] == "train"]
+        val = [r for r in records if r["split"] == "val"]
+        axes[0].plot([r["tokens"] for r in train], [r["per_distance"][0] for r in train], label=f"{name} next-token")
+        if len(train) and len(train[0]["per_distance"]) > 1:
+            axes[0].plot([r["tokens"] for r in train], [r["loss"] for r in train], "--", label=f"{name} FTP objective")
+        axes[1].plot([r["tokens"] for r in val], [r["next_token_loss"] for r in val], "o-", label=name)
+    axes[0].set(title="training loss", xlabel="tokens", ylabel="cross-entropy (nats)")
+    axes[1].set(title="validation next-token loss", xlabel="tokens", ylabel="cross-entropy (nats)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    out_path = Path(out_path)
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

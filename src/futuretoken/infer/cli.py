@@ -1,0 +1,84 @@
+"""What `futuretoken generate` and `futuretoken embed` do once their arguments are parsed."""
+
+from __future__ import annotations
+
+import sys
+from itertools import groupby
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .embed import embed
+from .generate import generate
+from .sampling import SamplingConfig
+
+
+def _load(run: str, device: str):
+    from ..data import load_tokenizer
+    from ..train import load_model
+
+    return load_model(run, device), load_tokenizer(run)
+
+
+class _Streamer:
+    """Prints a single prompt's continuation as tokens are committed (decoding the whole
+    continuation each time, since one token may end halfway through a character)."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer, self.ids, self.printed = tokenizer, [], ""
+
+    def __call__(self, new_tokens: torch.Tensor) -> None:  # (1, j)
+        self.ids += new_tokens[0].tolist()
+        text = self.tokenizer.decode(self.ids)
+        sys.stdout.write(text[len(self.printed):])
+        sys.stdout.flush()
+        self.printed = text
+
+
+def generate_command(args, prompts: list[str]) -> None:
+    model, tokenizer = _load(args.run, args.device)
+    sampling = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    generator = torch.Generator(device=model.head_weight.device).manual_seed(args.seed)
+    encoded = [tokenizer.encode(p) for p in prompts]
+    for i, ids in enumerate(encoded):
+        if not ids:
+            raise ValueError(f"prompt {i} is empty after tokenisation; give some text")
+    # Prompts of equal token length run as one batch.
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    outputs: dict[int, str] = {}
+    for _, group in groupby(order, key=lambda i: len(encoded[i])):
+        group = list(group)
+        single = len(prompts) == 1
+        if single:
+            sys.stdout.write(prompts[0])
+        result = generate(model, torch.tensor([encoded[i] for i in group]), args.max_new_tokens,
+                          strategy=args.strategy, sampling=sampling, draft_len=args.draft_len,
+                          generator=generator, stream=_Streamer(tokenizer) if single else None)
+        s = result.stats
+        print(f"\n[{args.strategy}] {s.new_tokens} tokens x {len(group)} prompts, {s.tokens_per_s:.1f} tokens/s, "
+              f"{s.tokens_per_encoder_pass:.2f} tokens per encoder pass", file=sys.stderr)
+        for row, i in enumerate(group):
+            outputs[i] = tokenizer.decode(result.tokens[row].tolist())
+    if len(prompts) > 1:
+        for i in range(len(prompts)):
+            print(f"=== prompt {i}\n{outputs[i]}")
+
+
+def embed_command(args, texts: list[str]) -> None:
+    model, tokenizer = _load(args.run, args.device)
+    vectors = embed(model, tokenizer.encode_batch(texts), pool=args.pool, batch_size=args.batch_size)
+    out = Path(args.out)
+    if out.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = vectors if args.pool == "tokens" else list(vectors)
+        table = pa.table({"text": texts, "embedding": [np.asarray(v).tolist() for v in rows]})
+        pq.write_table(table, out)
+    elif args.pool == "tokens":
+        np.savez(out if out.suffix == ".npz" else out.with_suffix(".npz"), *vectors)
+    else:
+        np.save(out, vectors)
+    shape = f"{len(vectors)} texts" if args.pool == "tokens" else f"array {tuple(vectors.shape)}"
+    print(f"wrote {shape} to {out}", file=sys.stderr)

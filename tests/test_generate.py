@@ -1,0 +1,211 @@
+import itertools
+import math
+
+import pytest
+import torch
+
+import futuretoken as ft
+from futuretoken.infer import SamplingConfig, generate, probs, sample
+
+
+def scrambled(cls=ft.FTP, gain: float = 4.0, emb: float = 3.0, **overrides):
+    """A random model whose predictions are peaky and depend on context.
+
+    At GPT-2 init the tied embedding/head makes a tiny model repeat its last token, so every
+    draft is accepted and the tests would see nothing. Large random weights give varied,
+    confident predictions: drafts are sometimes accepted and sometimes rejected.
+    """
+    base = dict(vocab_size=32, block_size=64, n_layer=2, n_head=2, n_embd=32, horizon=4,
+                pseudo_len=3, dec_layer=1, dec_head=2)
+    model = cls(ft.ModelConfig(**{**base, **overrides}))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                std = emb if "encoder.wte" in name else 1.0 if "wpe" in name else gain / p.shape[1] ** 0.5
+                p.normal_(0.0, std)
+    return model.eval()
+
+
+GREEDY = SamplingConfig(temperature=0)
+
+
+# --- greedy: exact token-for-token agreement -------------------------------------------------
+def test_greedy_speculative_equals_greedy_ar():
+    model = scrambled()
+    g = torch.Generator().manual_seed(0)
+    multi_token_passes = 0
+    for i in range(10):
+        t = 1 + i % 7
+        prompt = torch.randint(0, 32, (1, t), generator=g)
+        ref = generate(model, prompt, 30, "ar", GREEDY).tokens
+        for k in range(1, 5):
+            out = generate(model, prompt, 30, "speculative", GREEDY, draft_len=k)
+            assert torch.equal(out.tokens, ref), (i, k)
+            multi_token_passes += out.stats.tokens_per_encoder_pass > 1
+    assert multi_token_passes > 0  # drafts were accepted: the comparison exercised acceptance
+    # A batch advances by the shortest accepted prefix; each row must still equal its own ar.
+    prompts = torch.randint(0, 32, (5, 6), generator=g)
+    ref = generate(model, prompts, 40, "ar", GREEDY).tokens
+    for k in (2, 4):
+        out = generate(model, prompts, 40, "speculative", GREEDY, draft_len=k)
+        assert torch.equal(out.tokens, ref)
+        assert 0 < out.stats.acceptance_rate < 1  # both branches (accept, reject) were taken
+
+
+@pytest.mark.parametrize("cls", [ft.GPT, ft.FTP])
+def test_cached_ar_equals_recomputation(cls):
+    model = scrambled(cls)
+    prompt = torch.randint(0, 32, (3, 4))
+    out = generate(model, prompt, 20, "ar", GREEDY)
+    seq = prompt
+    with torch.no_grad():
+        for _ in range(20):  # argmax of a full forward pass from scratch at every step
+            seq = torch.cat([seq, model(seq).logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(out.tokens, seq)
+    assert out.stats.encoder_passes == 20 and out.stats.tokens_per_encoder_pass == 1.0
+
+
+# --- sampling: speculative has exactly the distribution of ar ---------------------------------
+def _exact_distribution(model, prompt: torch.Tensor, n: int, cfg: SamplingConfig) -> torch.Tensor:
+    """(V**n,) probability of every n-token continuation under ar, by enumeration."""
+    V = model.config.vocab_size
+    seqs = torch.tensor(list(itertools.product(range(V), repeat=n)))  # (V^n, n)
+    full = torch.cat([prompt.expand(len(seqs), -1), seqs], 1)
+    with torch.no_grad():
+        p = probs(model(full[:, :-1]).logits[:, prompt.shape[1] - 1 :], cfg)  # (V^n, n, V)
+    return p.gather(-1, seqs[..., None])[..., 0].prod(-1).double()
+
+
+def _chi_square_rejects(samples: torch.Tensor, expected_p: torch.Tensor, V: int) -> bool:
+    """Pearson goodness of fit at false-alarm rate 1e-4 (each call, for a correct sampler).
+
+    Cells expecting fewer than 5 samples are pooled. The critical value is the Wilson–Hilferty
+    approximation of the chi-square quantile (z = 3.719 for 1e-4), accurate to a few percent
+    for these degrees of freedom; no scipy needed.
+    """
+    n = samples.shape[1]
+    index = (samples * V ** torch.arange(n - 1, -1, -1)).sum(-1)
+    counts = torch.bincount(index, minlength=V**n).double()
+    expected = expected_p * counts.sum()
+    big = expected >= 5
+    obs = torch.cat([counts[big], counts[~big].sum()[None]])
+    exp = torch.cat([expected[big], expected[~big].sum()[None]])
+    if exp[-1] < 5:  # the pooled rest is itself too small to test: drop it
+        obs, exp = obs[:-1], exp[:-1]
+    stat = float(((obs - exp) ** 2 / exp).sum())
+    df = len(exp) - 1
+    critical = df * (1 - 2 / (9 * df) + 3.719 * math.sqrt(2 / (9 * df))) ** 3
+    return stat > critical
+
+
+@pytest.mark.parametrize("cfg", [SamplingConfig(), SamplingConfig(temperature=0.8, top_k=3)])
+def test_speculative_sampling_has_the_ar_distribution(cfg):
+    model = scrambled(vocab_size=5, block_size=16, horizon=3, emb=0.7)
+    prompt = torch.tensor([[1, 3, 0]])
+    expected = _exact_distribution(model, prompt, 3, cfg)
+    g = torch.Generator().manual_seed(1)
+
+    def draws(strategy: str, batch: int, calls: int) -> torch.Tensor:
+        return torch.cat([
+            generate(model, prompt.repeat(batch, 1), 3, strategy, cfg, generator=g).tokens[:, 3:]
+            for _ in range(calls)
+        ])
+
+    assert not _chi_square_rejects(draws("ar", 4000, 1), expected, 5)  # the test itself is sound
+    # One wide batch: the batch-minimum rule resolves nearly every position (accept or residual).
+    assert not _chi_square_rejects(draws("speculative", 4000, 1), expected, 5)
+    # Small batches: rows often accept several drafts in one pass.
+    assert not _chi_square_rejects(draws("speculative", 3, 500), expected, 5)
+    # Power: rollout samples the decoder's own (draft) distribution, which differs from ar's.
+    assert _chi_square_rejects(draws("rollout", 4000, 1), expected, 5)
+
+
+def test_speculative_sampling_is_reproducible_with_a_generator():
+    model = scrambled()
+    prompt = torch.randint(0, 32, (2, 5))
+    a = generate(model, prompt, 25, "speculative", generator=torch.Generator().manual_seed(7)).tokens
+    b = generate(model, prompt, 25, "speculative", generator=torch.Generator().manual_seed(7)).tokens
+    assert torch.equal(a, b)
+
+
+# --- lengths, streaming, limits ---------------------------------------------------------------
+@pytest.mark.parametrize("strategy", ["ar", "rollout", "speculative"])
+def test_length_stats_and_stream(strategy):
+    model = scrambled()
+    prompt = torch.randint(0, 32, (2, 5))
+    chunks = []
+    out = generate(model, prompt, 11, strategy, draft_len=None if strategy == "ar" else 3,
+                   generator=torch.Generator().manual_seed(0), stream=chunks.append)
+    assert out.tokens.shape == (2, 16)
+    assert torch.equal(out.tokens[:, :5], prompt)
+    assert torch.equal(torch.cat(chunks, 1), out.tokens[:, 5:])  # streamed tokens are the final ones
+    assert out.stats.new_tokens == 11 and out.stats.tokens_per_s > 0
+    if strategy == "rollout":  # prompt pass + a catch-up pass after each full draft of 3: 3 + 3 + 3 + 2
+        assert out.stats.encoder_passes == 4 and out.stats.tokens_per_encoder_pass == 11 / 4
+
+
+@pytest.mark.parametrize("strategy", ["ar", "rollout", "speculative"])
+def test_generation_stops_at_block_size(strategy):
+    model = scrambled(block_size=16)
+    out = generate(model, torch.randint(0, 32, (2, 13)), 10, strategy, GREEDY)
+    assert out.tokens.shape == (2, 16) and out.stats.new_tokens == 3
+
+
+def test_zero_new_tokens_and_list_prompts():
+    model = scrambled()
+    out = generate(model, [[1, 2, 3]], 0)
+    assert out.tokens.tolist() == [[1, 2, 3]] and out.stats.encoder_passes == 0
+    assert generate(model, [4, 5], 3, "speculative").tokens.shape == (1, 5)  # one prompt, a batch of one
+
+
+def test_gpt_generates_and_mode_is_restored():
+    model = scrambled(ft.GPT).train()
+    out = generate(model, torch.randint(0, 32, (2, 3)), 5)
+    assert out.tokens.shape == (2, 8) and model.training
+
+
+# --- clear errors ----------------------------------------------------------------------------
+def test_errors():
+    ftp, gpt = scrambled(block_size=16), scrambled(ft.GPT, block_size=16)
+    with pytest.raises(ValueError, match="empty"):
+        generate(ftp, torch.zeros(1, 0, dtype=torch.long), 5)
+    with pytest.raises(ValueError, match="block_size=16"):
+        generate(ftp, torch.zeros(1, 17, dtype=torch.long), 5)
+    with pytest.raises(ValueError, match="no room"):
+        generate(ftp, torch.zeros(1, 16, dtype=torch.long), 5)
+    for strategy in ("rollout", "speculative"):
+        with pytest.raises(ValueError, match=f"{strategy}.*needs an FTP model"):
+            generate(gpt, torch.zeros(1, 2, dtype=torch.long), 5, strategy)
+    with pytest.raises(ValueError, match="strategy='beam' is unknown"):
+        generate(ftp, torch.zeros(1, 2, dtype=torch.long), 5, "beam")
+    with pytest.raises(ValueError, match=r"draft_len=5.*1\.\.4"):
+        generate(ftp, torch.zeros(1, 2, dtype=torch.long), 5, "speculative", draft_len=5)
+    with pytest.raises(ValueError, match="same length"):
+        generate(ftp, [[1, 2], [3]], 5)
+    with pytest.raises(ValueError, match=r"\[0, 32\)"):
+        generate(ftp, [[1, 32]], 5)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(ftp, [[1]], -1)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(temperature=-0.5), "temperature"), (dict(temperature=float("nan")), "temperature"),
+    (dict(top_k=0), "top_k"), (dict(top_k=2.5), "top_k"),
+    (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"),
+])
+def test_bad_sampling_settings(kwargs, name):
+    with pytest.raises(ValueError, match=rf"{name}=.*invalid: give"):
+        SamplingConfig(**kwargs)
+
+
+def test_probs_filters():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).log_softmax(-1)  # probabilities prop. to e^2, e^1, e^0, e^-1
+    p = probs(logits, SamplingConfig(top_k=2))
+    torch.testing.assert_close(p, torch.tensor([[math.e, 1.0, 0.0, 0.0]]) / (math.e + 1))
+    full = logits.exp()[0]
+    p = probs(logits, SamplingConfig(top_p=float(full[0]) + 1e-3))  # needs the first two tokens
+    assert (p[0, :2] > 0).all() and (p[0, 2:] == 0).all()
+    assert probs(logits, SamplingConfig(top_p=float(full[0]) - 1e-3))[0].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert probs(logits, GREEDY)[0].tolist() == [1.0, 0.0, 0.0, 0.0]
+    torch.testing.assert_close(probs(logits, SamplingConfig(temperature=0.5)), (2 * logits).softmax(-1))
+    assert sample(probs(logits.expand(3, -1), GREEDY)).tolist() == [0, 0, 0]
