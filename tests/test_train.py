@@ -131,7 +131,7 @@ def test_two_processes_match_one_process(data_dir, tmp_path, parallel):
     assert single.returncode == 0, single.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          "-m", "futuretoken.cli", "train", "--config", str(config), "train.batch_size=4", "model.dropout=0.0",
          f"train.parallel={parallel}",
          f"train.out_dir={tmp_path / 'two'}"],

@@ -34,9 +34,9 @@ HF_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv":
 DATA_EXTRA = "pip install 'futuretoken[data]'"
 
 
-def iter_documents(spec: str = "builtin:prose") -> Iterator[str]:
+def iter_documents(spec: str | os.PathLike = "builtin:prose") -> Iterator[str]:
     """Yield the non-empty documents of the corpus `spec`; DataError if there are none."""
-    count = 0
+    spec, count = os.fspath(spec), 0
     for doc in _raw_documents(spec):
         if doc.strip():
             count += 1
@@ -142,7 +142,8 @@ def _jsonl_documents(path: Path, field: str) -> Iterator[str]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno} is not valid JSON ({e.msg}). Fix: one JSON object per line.") from None
+                raise DataError(f"{path}:{lineno} is not valid JSON ({e.msg}). "
+                                "Fix: write one JSON object per line.") from None
             if not isinstance(row, dict) or not isinstance(row.get(field), str):
                 keys = sorted(row) if isinstance(row, dict) else type(row).__name__
                 raise DataError(f"{path}:{lineno} has no string field {field!r} (it has {keys}). "
@@ -166,7 +167,8 @@ def _parquet_documents(path: Path, column: str) -> Iterator[str]:
 # --- Hugging Face datasets -------------------------------------------------------------------
 def _hf_documents(spec: str) -> Iterator[str]:
     """hf:NAME[:CONFIG][#column], train split. A NAME that is a local file loads it with the builder
-    its suffix implies (json, parquet, csv, text); a local folder lets `datasets` infer the format."""
+    its suffix implies (json, parquet, csv, or text: one document per line); a local folder lets
+    `datasets` infer the format. Tests and offline use go through these local forms."""
     try:
         from datasets import load_dataset
     except ImportError:
@@ -182,7 +184,12 @@ def _hf_documents(spec: str) -> Iterator[str]:
         ds = load_dataset(str(local), split="train")
     else:
         name, _, config = spec.partition(":")
-        ds = load_dataset(name, config or None, split="train")
+        try:
+            ds = load_dataset(name, config or None, split="train")
+        except (OSError, ValueError) as e:  # no network, unknown name or config
+            raise DataError(f"could not load dataset hf:{spec} ({type(e).__name__}: {e}). Fix: check the name "
+                            "and config and that the Hub is reachable, or pass a local file or folder: "
+                            "hf:PATH.") from e
     if column not in ds.column_names:
         raise DataError(f"dataset hf:{spec} has no column {column!r} (columns: {ds.column_names}). "
                         f"Fix: name the text column as 'hf:{spec}#COLUMN'.")

