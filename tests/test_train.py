@@ -10,46 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import run_cli, run_config
 from futuretoken.config import ConfigError, RunConfig
 from futuretoken.data import prepare
 from futuretoken.train import CheckpointError, Trainer, TrainingError, list_checkpoints, load_model, train
-
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    """A small prepared corpus: 40 documents of pseudo-random words, BPE vocabulary 300."""
-    root = tmp_path_factory.mktemp("corpus")
-    g = torch.Generator().manual_seed(0)
-    for i in range(40):
-        words = [WORDS[j] for j in torch.randint(0, len(WORDS), (200,), generator=g)]
-        (root / f"doc{i:02d}.txt").write_text(" ".join(words) + ".\n")
-    out = root / "prepared"
-    prepare(corpus=str(root / "*.txt"), tokenizer="bpe:300", out_dir=out, val_fraction=0.1)
-    return out
-
-
-def run_config(data_dir: Path, out_dir: Path, model: str = "ftp", **train) -> RunConfig:
-    return RunConfig.from_dict({
-        "model": {"block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 32, "horizon": 3, "pseudo_len": 2,
-                  "dec_layer": 1, "dec_head": 2, "dropout": 0.1},  # dropout: resume must restore the RNG
-        "data": {"dir": str(data_dir)},
-        "train": {"model": model, "out_dir": str(out_dir), "batch_size": 4, "max_steps": 12, "lr": 3e-3,
-                  "warmup_steps": 2, "eval_interval": 4, "eval_batches": 2, "ckpt_interval": 4,
-                  "log_interval": 1, "keep_last": 2, "progress": False, **train},
-    })
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["loss"] for r in records if r["split"] == "train"}
-
-
-def run_cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "futuretoken.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
 
 
 KILL_SCRIPT = """

@@ -54,6 +54,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     _add_sampling_args(p)
 
+    p = sub.add_parser("eval", help="the paper's experiments E1-E5 on one run")
+    p.add_argument("run")
+    p.add_argument("--suite", default="paper", choices=["paper"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--quick", action="store_true", help="CPU-sized settings (the demo's)")
+
+    p = sub.add_parser("compare", help="FTP vs GPT at matched next-token loss: E1-E5 side by side, with verdicts")
+    p.add_argument("run_ftp")
+    p.add_argument("run_gpt")
+    p.add_argument("--out", required=True)
+    p.add_argument("--quick", action="store_true", help="CPU-sized settings (the demo's)")
+
+    bench = sub.add_parser("bench", help="measured speed: generation strategies, training throughput")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    p = bench_sub.add_parser("train", help="GPT vs FTP training: step time, tokens/s, MFU, peak memory")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--device", default="auto")
+    p = bench_sub.add_parser("generate", help="tokens/s of ar, rollout, speculative at batch 1 and 8")
+    p.add_argument("--run", default="runs/demo/ftp", help="a trained run folder (default: the demo's FTP)")
+    p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--prompt-tokens", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="auto")
+
     p = sub.add_parser("embed", help="per-token or pooled state vectors h_t of texts")
     p.add_argument("run")
     p.add_argument("input", help="a .txt file (one text per line) or .jsonl with a 'text' field")
@@ -133,7 +163,61 @@ def cmd_embed(args) -> None:
     embed_command(args, _read_texts(args.input))
 
 
-COMMANDS = {"summary": cmd_summary, "data": cmd_data, "train": cmd_train, "demo": cmd_demo,
+def _suite(quick: bool):
+    from .demo import DEMO_SUITE
+    from .eval.paper import SuiteSettings
+
+    return DEMO_SUITE if quick else SuiteSettings()
+
+
+def cmd_eval(args) -> None:
+    from .eval.paper import evaluate_run
+
+    print(f"results written to {evaluate_run(args.run, args.out, _suite(args.quick))}")
+
+
+def cmd_compare(args) -> None:
+    from .eval.paper import compare
+
+    report = compare(args.run_ftp, args.run_gpt, args.out, _suite(args.quick))
+    print(report.read_text())
+    print(f"report written to {report}")
+
+
+def _write_json(path: str | None, result: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"results written to {path}")
+
+
+def cmd_bench(args) -> None:
+    import torch
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.bench_command == "train":
+        from .bench.train import bench_train, format_table
+
+        result = bench_train(args.preset, args.batch_size, args.steps, args.warmup, args.compile, device)
+        print(format_table(result))
+        _write_json(args.json, result)
+        return
+    from .bench.generate import bench_generate, format_table
+    from .data import TokenShards
+    from .train import load_model
+
+    model = load_model(args.run, device)
+    run = json.loads((Path(args.run) / "run.json").read_text())
+    val = TokenShards(run["data"]["dir"], "val").tokens
+    stride = len(val) // 8
+    prompts = torch.tensor([val[i * stride : i * stride + args.prompt_tokens].tolist() for i in range(8)])
+    result = bench_generate(model, prompts, args.max_new_tokens, repeats=args.repeats)
+    result["run"] = str(args.run)
+    print(format_table(result))
+    _write_json(args.json, result)
+
+
+COMMANDS = {"bench": cmd_bench, "eval": cmd_eval, "compare": cmd_compare, "summary": cmd_summary, "data": cmd_data, "train": cmd_train, "demo": cmd_demo,
             "generate": cmd_generate, "embed": cmd_embed}
 
 

@@ -212,6 +212,7 @@ class TrainConfig:
     eval_batches: int = 20
     ckpt_interval: int = 100
     keep_last: int = 3
+    keep_every: int = 0  # also keep every checkpoint whose step is a multiple of this (0: none); `compare` picks among them
     log_interval: int = 10
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -229,6 +230,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name}={getattr(self, name)} must be >= 1")
         if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
             raise ConfigError(f"train.lr={self.lr}, min_lr={self.min_lr}: need 0 <= min_lr <= lr and lr > 0")
+        if self.keep_every < 0:
+            raise ConfigError(f"train.keep_every={self.keep_every} must be >= 0 (0 keeps only the last keep_last)")
         if self.warmup_steps < 0:
             raise ConfigError(f"train.warmup_steps={self.warmup_steps} must be >= 0")
         if self.dtype not in ("auto", "float32", "bfloat16"):

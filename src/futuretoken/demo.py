@@ -15,12 +15,16 @@ from pathlib import Path
 import torch
 
 from .config import RunConfig
+from .eval.paper import SuiteSettings, compare
 from .eval.report import markdown_table, plot_loss_curves, read_metrics
 from .eval.smoothness import smoothness
 from .model import training_flops_per_token
 from .train import WindowSampler, evaluate, load_model, train
 
 DEMO_STEPS = 300
+# E1-E5 at CPU scale: a few minutes on 2 cores for both models and their random-init floors.
+DEMO_SUITE = SuiteSettings(eval_batches=10, probe_steps=60, smooth_windows=32, labelled_limit=400,
+                           coherence_prompts=6, coherence_seeds=(0, 1, 2), coherence_new_tokens=48)
 PROMPTS = ["The President said that", "Fellow citizens of the Senate", "To be, or not to be"]
 
 
@@ -30,7 +34,8 @@ def demo_config(model: str, out_dir: Path, steps: int, device: str) -> RunConfig
         "data": {"dir": "runs/data/prose-bpe4096", "corpus": "builtin:prose", "tokenizer": "bpe:4096"},
         "train": {"model": model, "out_dir": str(out_dir / model), "batch_size": 16, "max_steps": steps,
                   "lr": 2e-3, "min_lr": 2e-4, "warmup_steps": min(30, steps // 10), "eval_interval": max(1, steps // 6),
-                  "eval_batches": 10, "ckpt_interval": max(1, steps // 3), "log_interval": max(1, steps // 60),
+                  "eval_batches": 10, "ckpt_interval": max(1, steps // 6), "keep_every": max(1, steps // 6),
+                  "log_interval": max(1, steps // 60),
                   "device": device},
     })
 
@@ -85,9 +90,16 @@ def run_demo(out_dir: str | Path = "runs/demo", steps: int | None = None, device
         }
     plot_loss_curves({n: out_dir / n for n in ("gpt", "ftp")}, out_dir / "loss_curves.png")
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    paper = compare(out_dir / "ftp", out_dir / "gpt", out_dir / "paper", DEMO_SUITE)
     report = out_dir / "report.md"
-    report.write_text(render_report(results, steps))
+    report.write_text(render_report(results, steps) + "\n" + _demote_headings(paper.read_text(), "paper/"))
     return report
+
+
+def _demote_headings(markdown: str, image_prefix: str) -> str:
+    """Nest the comparison report under the demo report (its images live in a sub-folder)."""
+    return markdown.replace("\n## ", "\n### ").replace("# FTP vs GPT", "## FTP vs GPT", 1) \
+        .replace("](experiments.png)", f"]({image_prefix}experiments.png)")
 
 
 def render_report(results: dict[str, dict], steps: int) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig
@@ -21,6 +22,7 @@ class LanguageModel(nn.Module):
     """Encoder + tied output head; subclasses define how h_t becomes predictions."""
 
     model_type: str = ""
+    tokenizer = None  # attached by futuretoken.load when the run folder has one: enables text in/out
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -49,3 +51,33 @@ class LanguageModel(nn.Module):
         if exclude_positions:
             n -= sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Embedding) and m is not self.encoder.wte)
         return n
+
+    # --- conveniences over futuretoken.infer (text in, text out when a tokenizer is attached) ---
+    def _encode_texts(self, texts: list[str]) -> list[list[int]]:
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer attached; load it with futuretoken.load(run) "
+                             "or pass token ids instead of text")
+        return [self.tokenizer.encode(t) for t in texts]
+
+    def generate(self, prompt, max_new_tokens: int = 100, **kwargs):
+        """Continue a prompt. Text (str or list of str) gives text back (prompt + continuation);
+        token ids (LongTensor (B, t) or lists) give a GenerationResult. kwargs: strategy,
+        sampling, draft_len, generator, stream (see futuretoken.infer.generate)."""
+        from ..infer import generate
+
+        if isinstance(prompt, str) or (isinstance(prompt, list) and prompt and isinstance(prompt[0], str)):
+            texts = [prompt] if isinstance(prompt, str) else prompt
+            outputs = []
+            for ids in self._encode_texts(texts):  # one by one: prompts may differ in length
+                result = generate(self, torch.tensor([ids], device=self.head_weight.device), max_new_tokens, **kwargs)
+                outputs.append(self.tokenizer.decode(result.tokens[0].tolist()))
+            return outputs[0] if isinstance(prompt, str) else outputs
+        return generate(self, prompt, max_new_tokens, **kwargs)
+
+    def embed(self, texts, pool: str = "mean", **kwargs):
+        """Embeddings of texts (list of str, needs a tokenizer) or of token-id lists; see futuretoken.infer.embed."""
+        from ..infer import embed
+
+        if texts and isinstance(texts[0], str):
+            texts = self._encode_texts(list(texts))
+        return embed(self, texts, pool=pool, **kwargs)

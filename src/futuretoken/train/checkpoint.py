@@ -66,8 +66,10 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     meta: dict[str, Any],
     keep_last: int,
+    keep_every: int = 0,
 ) -> Path:
-    """Write RUN/checkpoints/step-N atomically, then delete all but the newest `keep_last`."""
+    """Write RUN/checkpoints/step-N atomically, then delete all but the newest `keep_last`
+    (and those whose step is a multiple of `keep_every`, kept for later comparisons)."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:07d}"
@@ -88,7 +90,8 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for old in list_checkpoints(run_dir)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+        if not (keep_every and checkpoint_step(old) % keep_every == 0):
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -98,6 +101,10 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
+
+
+def checkpoint_step(ckpt: Path) -> int:
+    return int(ckpt.name.removeprefix(PREFIX))
 
 
 def read_meta(ckpt: Path, verify: bool = True) -> dict[str, Any]:
@@ -155,6 +162,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Language
         raise CheckpointError(f"{ckpt} has a model config this version cannot read: {err}") from None
     model = MODELS[model_type](config)
     model.load_state_dict(load_file(ckpt / "model.safetensors"))
+    run_dir = ckpt.parent.parent
+    if (run_dir / "tokenizer.json").is_file():
+        from ..data import load_tokenizer
+
+        model.tokenizer = load_tokenizer(run_dir)
     return model.to(device).eval()
 
 

@@ -179,7 +179,8 @@ class Trainer:
         meta = {"model_type": self.cfg.train.model, "model_config": self.cfg.model.to_dict(),
                 "tokens_seen": self.tokens_seen}
         model_sd = {k.removeprefix("model."): v for k, v in model_sd.items()}
-        return save_checkpoint(self.run_dir, self.step, model_sd, trainer_state, meta, self.cfg.train.keep_last)
+        return save_checkpoint(self.run_dir, self.step, model_sd, trainer_state, meta, self.cfg.train.keep_last,
+                               self.cfg.train.keep_every)
 
     # --- logging ---------------------------------------------------------------------------
     def _say(self, message: str) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks: measured speed and memory, written as JSON with the device named."""

@@ -1,0 +1,57 @@
+"""`futuretoken bench generate`: tokens/s of ar, rollout and speculative, batch 1 and 8.
+
+Prompts are openings of validation windows; decoding is greedy so that the three
+strategies produce comparable work and speculative can be checked against ar.
+Each setting runs once to warm up, then `repeats` times; the median is reported.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+
+from ..infer import SamplingConfig, generate
+from .env import environment
+
+
+def bench_generate(model, prompts: torch.Tensor, max_new_tokens: int, batch_sizes=(1, 8),
+                   repeats: int = 3) -> dict:
+    """prompts: (n, t) token ids, n >= max(batch_sizes)."""
+    device = model.head_weight.device
+    strategies = ["ar"] + (["rollout", "speculative"] if model.model_type == "ftp" else [])
+    greedy = SamplingConfig(temperature=0.0)
+    rows = []
+    for batch in batch_sizes:
+        ids = prompts[:batch].to(device)
+        reference = None
+        for strategy in strategies:
+            runs = [generate(model, ids, max_new_tokens, strategy=strategy, sampling=greedy)
+                    for _ in range(repeats + 1)][1:]
+            stats = [r.stats for r in runs]
+            row = {"strategy": strategy, "batch": batch, "new_tokens": stats[0].new_tokens,
+                   "tokens_per_s": statistics.median(s.tokens_per_s for s in stats),
+                   "tokens_per_encoder_pass": stats[0].tokens_per_encoder_pass,
+                   "acceptance_rate": stats[0].acceptance_rate}
+            if strategy == "ar":
+                reference = runs[0].tokens
+            elif strategy == "speculative":
+                row["identical_to_ar"] = bool(torch.equal(runs[0].tokens, reference))
+            rows.append(row)
+        ar_speed = next(r["tokens_per_s"] for r in rows if r["batch"] == batch and r["strategy"] == "ar")
+        for r in rows:
+            if r["batch"] == batch:
+                r["speedup_vs_ar"] = r["tokens_per_s"] / ar_speed
+    return {"benchmark": "generate", **environment(device), "model_type": model.model_type,
+            "parameters": model.num_parameters(), "prompt_tokens": prompts.shape[1],
+            "max_new_tokens": max_new_tokens, "repeats": repeats, "results": rows}
+
+
+def format_table(result: dict) -> str:
+    lines = [f"generation benchmark on {result['device']} (torch {result['torch']}), "
+             f"{result['model_type'].upper()} {result['parameters']:,} parameters",
+             "strategy     batch  tokens/s  speed-up  tokens/encoder pass  identical"]
+    for r in result["results"]:
+        lines.append(f"{r['strategy']:<12} {r['batch']:>5}  {r['tokens_per_s']:>8.1f}  {r['speedup_vs_ar']:>7.2f}x"
+                     f"  {r['tokens_per_encoder_pass']:>19.2f}  {r.get('identical_to_ar', '')}")
+    return "\n".join(lines)

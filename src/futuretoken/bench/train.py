@@ -1,0 +1,133 @@
+"""`futuretoken bench train`: training throughput, MFU and peak memory of GPT and FTP.
+
+Every variant (GPT; FTP with all positions through the decoder; FTP with a quarter of
+them) runs in its own child process, so peak memory is its own and nothing is shared.
+Each runs `warmup` optimizer steps (compilation included), then times `steps` steps of
+the real training step (AdamW, bf16 autocast on CUDA, optional torch.compile) on random
+tokens. MFU = achieved training FLOP/s (documented count, decoder included) / the
+device's dense bf16 peak; on CPU no peak is known and MFU is left empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from ..config import ModelConfig, TrainConfig
+from ..model import MODELS, training_flops_per_token
+from ..train.optim import make_optimizer
+from ..train.trainer import autocast_dtype
+from .env import environment
+
+# Dense bf16 tensor-core peaks (FLOP/s), from the vendors' data sheets.
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+
+VARIANTS = [("gpt", 1.0), ("ftp", 1.0), ("ftp", 0.25)]
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+def measure(model_type: str, preset: str, batch_size: int, decoder_fraction: float, steps: int, warmup: int,
+            compile: bool, device_name: str) -> dict:
+    """One variant in this process: seconds per step, tokens/s, FLOP/s, MFU, peak memory."""
+    device = torch.device(device_name)
+    cfg = ModelConfig.preset(preset, decoder_fraction=decoder_fraction)
+    torch.manual_seed(0)
+    model = MODELS[model_type](cfg).to(device).train()
+    optimizer = make_optimizer(model, TrainConfig(), device.type)
+    amp = autocast_dtype("auto", device)
+    loss_fn = torch.compile(model.loss) if compile else model.loss
+    tokens = torch.randint(0, cfg.vocab_size, (batch_size, cfg.block_size + model.horizon), device=device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss = loss_fn(tokens).total
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        step()
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    seconds = (time.perf_counter() - start) / steps
+    tokens_per_s = batch_size * cfg.block_size / seconds
+    flops = tokens_per_s * training_flops_per_token(cfg, model_type)
+    peak = peak_flops(device)
+    memory = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"model": model_type, "decoder_fraction": decoder_fraction if model_type == "ftp" else None,
+            "parameters": model.num_parameters(), "step_s": seconds, "tokens_per_s": tokens_per_s,
+            "train_flops_per_token": training_flops_per_token(cfg, model_type), "flops_per_s": flops,
+            "mfu": flops / peak if peak else None, "peak_memory_bytes": memory,
+            "memory_kind": "max allocated (CUDA)" if device.type == "cuda" else "peak RSS of the process"}
+
+
+def bench_train(preset: str, batch_size: int, steps: int, warmup: int, compile: bool, device_name: str) -> dict:
+    rows = []
+    for model_type, fraction in VARIANTS:
+        cmd = [sys.executable, "-m", "futuretoken.bench.train", "--one", model_type, "--preset", preset,
+               "--batch-size", str(batch_size), "--decoder-fraction", str(fraction), "--steps", str(steps),
+               "--warmup", str(warmup), "--device", device_name] + (["--compile"] if compile else [])
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"benchmark of {model_type} (decoder_fraction={fraction}) failed:\n{out.stderr[-2000:]}")
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    gpt = rows[0]
+    for r in rows:
+        r["tokens_per_s_vs_gpt"] = r["tokens_per_s"] / gpt["tokens_per_s"]
+        r["memory_vs_gpt"] = r["peak_memory_bytes"] / gpt["peak_memory_bytes"]
+    return {"benchmark": "train", **environment(torch.device(device_name)), "preset": preset,
+            "batch_size": batch_size, "block_size": ModelConfig.preset(preset).block_size, "steps": steps,
+            "warmup": warmup, "compile": compile, "results": rows}
+
+
+def format_table(result: dict) -> str:
+    lines = [f"training benchmark: preset {result['preset']}, batch {result['batch_size']} x {result['block_size']}, "
+             f"{result['device']} (torch {result['torch']}), compile={result['compile']}",
+             "model  dec.frac  step ms   tokens/s  vs GPT  TFLOP/s    MFU   peak mem MiB  vs GPT"]
+    for r in result["results"]:
+        mfu = f"{100 * r['mfu']:5.1f}%" if r["mfu"] is not None else "    - "
+        frac = f"{r['decoder_fraction']:.2f}" if r["decoder_fraction"] is not None else "  - "
+        lines.append(f"{r['model']:<5}  {frac:>8}  {1000 * r['step_s']:7.1f}  {r['tokens_per_s']:9.0f}  "
+                     f"{r['tokens_per_s_vs_gpt']:5.2f}x  {r['flops_per_s'] / 1e12:7.3f}  {mfu}  "
+                     f"{r['peak_memory_bytes'] / 2**20:12.0f}  {r['memory_vs_gpt']:5.2f}x")
+    return "\n".join(lines)
+
+
+def _child() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--one", required=True)
+    p.add_argument("--preset", required=True)
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--decoder-fraction", type=float, default=1.0)
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--warmup", type=int, required=True)
+    p.add_argument("--device", required=True)
+    p.add_argument("--compile", action="store_true")
+    a = p.parse_args()
+    print(json.dumps(measure(a.one, a.preset, a.batch_size, a.decoder_fraction, a.steps, a.warmup, a.compile, a.device)))
+
+
+if __name__ == "__main__":
+    _child()

@@ -1,0 +1,83 @@
+"""The command line end to end on a small trained run: generate, embed, bench, summary, errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli, run_config
+from futuretoken.train import train
+
+
+@pytest.fixture(scope="module")
+def runs(data_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for model in ("ftp", "gpt"):
+        train(run_config(data_dir, root / model, model, max_steps=8, ckpt_interval=8, eval_interval=8))
+    return root
+
+
+def test_generate_greedy_speculative_equals_ar(runs):
+    common = ("generate", str(runs / "ftp"), "alpha beta gamma", "--temperature", "0", "--max-new-tokens", "6")
+    ar, spec = run_cli(*common), run_cli(*common, "--strategy", "speculative")
+    assert ar.returncode == 0 and spec.returncode == 0, ar.stderr + spec.stderr
+    assert ar.stdout.startswith("alpha beta gamma") and len(ar.stdout) > len("alpha beta gamma")
+    assert ar.stdout == spec.stdout
+    assert "tokens per encoder pass" in spec.stderr
+
+
+def test_generate_from_a_prompts_file(runs, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("alpha beta\ngamma\ndelta epsilon zeta\n")
+    out = run_cli("generate", str(runs / "gpt"), "--prompts-file", str(prompts), "--max-new-tokens", "4")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("=== prompt") == 3
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("gpt", "alpha", "--strategy", "speculative"), "needs an FTP model"),
+        (("ftp", ""), "empty"),
+        (("ftp", "alpha", "--temperature", "-1"), "temperature"),
+        (("ftp", "alpha", "--top-p", "1.5"), "top_p"),
+        (("ftp", "alpha " * 40), "block_size"),
+    ],
+)
+def test_generate_errors_are_clear(runs, args, message):
+    out = run_cli("generate", str(runs / args[0]), *args[1:])
+    assert out.returncode == 2, out.stdout
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_embed_writes_vectors(runs, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("alpha beta\ngamma delta epsilon\n")
+    out = run_cli("embed", str(runs / "ftp"), str(texts), "--pool", "mean", "--out", str(tmp_path / "v.npy"))
+    assert out.returncode == 0, out.stderr
+    vectors = np.load(tmp_path / "v.npy")
+    assert vectors.shape == (2, 32) and np.isfinite(vectors).all()
+
+
+def test_bench_generate_checks_speculative_against_ar(runs, tmp_path):
+    out = run_cli("bench", "generate", "--run", str(runs / "ftp"), "--json", str(tmp_path / "b.json"),
+                  "--max-new-tokens", "4", "--prompt-tokens", "4", "--repeats", "1")
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert {r["strategy"] for r in result["results"]} == {"ar", "rollout", "speculative"}
+    assert all(r["identical_to_ar"] for r in result["results"] if r["strategy"] == "speculative")
+    assert "CPU" in result["device"]
+
+
+def test_summary_prints_both_models():
+    out = run_cli("summary", "--preset", "tiny")
+    assert out.returncode == 0 and "GPT" in out.stdout and "FTP" in out.stdout
+
+
+def test_python_api_text_in_text_out(runs):
+    import futuretoken as ft
+
+    model = ft.load(runs / "ftp")
+    text = model.generate("alpha beta", max_new_tokens=5, sampling=ft.SamplingConfig(temperature=0))
+    assert text.startswith("alpha beta") and len(text) > len("alpha beta")
+    assert model.embed(["alpha beta", "gamma"], pool="last").shape == (2, 32)
