@@ -57,6 +57,17 @@ def run_config(data_dir: Path, out_dir: Path, model: str = "ftp", **train) -> Ru
 
 
 
+@pytest.fixture(scope="session")
+def trained_runs(data_dir, tmp_path_factory) -> Path:
+    """ROOT/ftp and ROOT/gpt: tiny runs trained for 8 steps on the `data_dir` corpus. Read-only for tests."""
+    from futuretoken.train import train
+
+    root = tmp_path_factory.mktemp("runs")
+    for model in ("ftp", "gpt"):
+        train(run_config(data_dir, root / model, model, max_steps=8, ckpt_interval=8, eval_interval=8))
+    return root
+
+
 def run_cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     """`futuretoken ARGS` in a child process with one CPU thread (deterministic and fast)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}

@@ -5,16 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_cli, run_config
-from futuretoken.train import train
+from conftest import run_cli
 
 
-@pytest.fixture(scope="module")
-def runs(data_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    for model in ("ftp", "gpt"):
-        train(run_config(data_dir, root / model, model, max_steps=8, ckpt_interval=8, eval_interval=8))
-    return root
+@pytest.fixture
+def runs(trained_runs):
+    return trained_runs
 
 
 def test_generate_greedy_speculative_equals_ar(runs):

@@ -188,6 +188,7 @@ class DataConfig:
     corpus: str = "builtin:prose"
     tokenizer: str = "bpe:4096"
     val_fraction: float = 0.05
+    verify: bool = True  # re-hash every shard against the manifest when training starts
 
     def validate(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:

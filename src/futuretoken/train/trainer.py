@@ -96,7 +96,9 @@ class Trainer:
         self.amp = autocast_dtype(tc.dtype, self.device)
         self.run_dir = Path(tc.out_dir)
         data_dir = ensure_data(cfg, self.info)
-        self.train_tokens, self.val_tokens = TokenShards(data_dir, "train"), TokenShards(data_dir, "val")
+        verify = cfg.data.verify
+        self.train_tokens = TokenShards(data_dir, "train", verify=verify)
+        self.val_tokens = TokenShards(data_dir, "val", verify=verify)
         # The data decide the vocabulary and the document separator.
         cfg.model.vocab_size = self.train_tokens.vocab_size
         cfg.model.eot_token = self.train_tokens.eot_token
@@ -179,8 +181,15 @@ class Trainer:
         meta = {"model_type": self.cfg.train.model, "model_config": self.cfg.model.to_dict(),
                 "tokens_seen": self.tokens_seen}
         model_sd = {k.removeprefix("model."): v for k, v in model_sd.items()}
-        return save_checkpoint(self.run_dir, self.step, model_sd, trainer_state, meta, self.cfg.train.keep_last,
-                               self.cfg.train.keep_every)
+        try:
+            return save_checkpoint(self.run_dir, self.step, model_sd, trainer_state, meta,
+                                   self.cfg.train.keep_last, self.cfg.train.keep_every)
+        except OSError as err:  # disk full, read-only folder, ...: earlier checkpoints are untouched
+            raise TrainingError(
+                f"could not write the checkpoint of step {self.step} to {self.run_dir}: {err}. "
+                f"The previous checkpoint is intact ({latest_valid_checkpoint(self.run_dir) or 'none yet'}); "
+                "free disk space or fix the folder's permissions, then continue with --resume"
+            ) from err
 
     # --- logging ---------------------------------------------------------------------------
     def _say(self, message: str) -> None:
