@@ -107,7 +107,8 @@ def evaluate_model(model, data_dir: Path, settings: SuiteSettings, judge=None, w
         floor = random_init_like(model, settings.seed)
         result["floor_random_init"] = {
             "E3": smoothness_stats(floor, windows),
-            "E5": {ds: classification_experiment(floor, dataset=ds, limit=settings.labelled_limit, seed=settings.seed)
+            "E5": {ds: classification_experiment(floor, dataset=ds, limit=settings.labelled_limit, seed=settings.seed,
+                                                 bag_of_words=False)
                    for ds in ("bbc", "rotten_tomatoes")},
         }
     return result
@@ -124,7 +125,7 @@ def _verdict(diff: float, spread: float, higher_is_better: bool = True) -> str:
 
 
 def _probe_mean(e5: dict, pool: str = "mean") -> tuple[float, float, int]:
-    acc = e5[pool]
+    acc = e5["probe"][pool]
     return acc["mean"], acc["std"], len(acc["folds"])
 
 
@@ -192,13 +193,14 @@ def render_compare(results: dict) -> str:
     ]
     for ds in ("bbc", "rotten_tomatoes"):
         for pool in ("mean", "last"):
-            f, g = ftp["E5"][ds][pool], gpt["E5"][ds][pool]
-            ff, fg = floor_f["E5"][ds][pool], floor_g["E5"][ds][pool]
+            f, g = ftp["E5"][ds]["probe"][pool], gpt["E5"][ds]["probe"][pool]
+            ff, fg = floor_f["E5"][ds]["probe"][pool], floor_g["E5"][ds]["probe"][pool]
             rows.append([f"E5 {ds} accuracy ({pool} pool)", f"{f['mean']:.3f} ± {f['std']:.3f}",
                          f"{g['mean']:.3f} ± {g['std']:.3f}", f"{ff['mean']:.3f} / {fg['mean']:.3f}"])
         bow = ftp["E5"][ds].get("bag_of_words")
         if bow:
-            rows.append([f"E5 {ds} bag-of-words baseline", f"{bow['mean']:.3f} ± {bow['std']:.3f}", "", ""])
+            rows.append([f"E5 {ds} bag-of-words baseline (same text)", f"{bow['mean']:.3f} ± {bow['std']:.3f}", "",
+                         f"chance {ftp['E5'][ds]['chance']:.3f}"])
     per_k = lambda r: ", ".join(f"{v:.3f}" for v in r)  # noqa: E731
     lines = [
         "# FTP vs GPT at matched next-token loss", "",
