@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help=".npy (pooled) / .npz (tokens) or .parquet")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("export-hf", help="export a run for transformers, lm-eval and sentence-transformers")
+    p.add_argument("run", help="a run folder (its newest checkpoint) or a checkpoint folder")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--pool", default="mean", choices=["mean", "last"], help="sentence-transformers pooling")
     return parser
 
 
@@ -217,8 +222,16 @@ def cmd_bench(args) -> None:
     _write_json(args.json, result)
 
 
+def cmd_export_hf(args) -> None:
+    try:
+        from .hf import export_hf
+    except ImportError as err:
+        raise RuntimeError(f"export-hf needs the hf extra ({err}). Fix: pip install 'futuretoken[hf]'") from None
+    print(f"exported {export_hf(args.run, args.out, pool=args.pool)}")
+
+
 COMMANDS = {"bench": cmd_bench, "eval": cmd_eval, "compare": cmd_compare, "summary": cmd_summary, "data": cmd_data, "train": cmd_train, "demo": cmd_demo,
-            "generate": cmd_generate, "embed": cmd_embed}
+            "generate": cmd_generate, "embed": cmd_embed, "export-hf": cmd_export_hf}
 
 
 def main(argv: list[str] | None = None) -> None:
