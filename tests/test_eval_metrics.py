@@ -58,3 +58,17 @@ def test_future_probe_learns_only_its_own_weights():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert len(result["per_distance"]) == model.config.horizon
     assert max(result["per_distance"]) < math.log(16) - 0.5  # well below chance
+
+
+def test_experiment_files_parse_and_the_cpu_one_is_the_demo():
+    from pathlib import Path
+
+    from futuretoken.demo import demo_experiment
+    from futuretoken.reproduce import Experiment
+
+    root = Path(__file__).parent.parent / "configs" / "experiments"
+    cpu, gpu = Experiment.load(root / "cpu.toml"), Experiment.load(root / "gpu.toml")
+    demo = demo_experiment()
+    assert cpu.suite == demo.suite
+    assert cpu.run.to_dict() == demo.run.to_dict()
+    assert cpu.tasks is not None and gpu.tasks is not None and gpu.run.model.n_embd == 384

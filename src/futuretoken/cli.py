@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     _add_sampling_args(p)
 
+    p = sub.add_parser("reproduce", help="train FTP + GPT and run every paper experiment (E1-E7) from one file")
+    p.add_argument("--config", required=True, help="configs/experiments/cpu.toml or gpu.toml")
+    p.add_argument("--out", required=True)
+
     p = sub.add_parser("eval", help="the paper's experiments E1-E5 on one run")
     p.add_argument("run")
     p.add_argument("--suite", default="paper", choices=["paper"])
@@ -169,10 +173,18 @@ def cmd_embed(args) -> None:
 
 
 def _suite(quick: bool):
-    from .demo import DEMO_SUITE
+    from .demo import demo_experiment
     from .eval.paper import SuiteSettings
 
-    return DEMO_SUITE if quick else SuiteSettings()
+    return demo_experiment().suite if quick else SuiteSettings()
+
+
+def cmd_reproduce(args) -> None:
+    from .reproduce import Experiment, reproduce
+
+    report = reproduce(Experiment.load(args.config), args.out)
+    print(report.read_text())
+    print(f"report written to {report}")
 
 
 def cmd_eval(args) -> None:
@@ -230,7 +242,7 @@ def cmd_export_hf(args) -> None:
     print(f"exported {export_hf(args.run, args.out, pool=args.pool)}")
 
 
-COMMANDS = {"bench": cmd_bench, "eval": cmd_eval, "compare": cmd_compare, "summary": cmd_summary, "data": cmd_data, "train": cmd_train, "demo": cmd_demo,
+COMMANDS = {"reproduce": cmd_reproduce, "bench": cmd_bench, "eval": cmd_eval, "compare": cmd_compare, "summary": cmd_summary, "data": cmd_data, "train": cmd_train, "demo": cmd_demo,
             "generate": cmd_generate, "embed": cmd_embed, "export-hf": cmd_export_hf}
 
 
