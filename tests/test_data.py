@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from futuretoken.data import DataError, TokenShards, Tokenizer, iter_documents, load_tokenizer, prepare
+from futuretoken.data import DataError, Tokenizer, TokenShards, iter_documents, load_tokenizer, prepare
 from futuretoken.data.prepare import split_documents
 from futuretoken.data.shards import ShardWriter, token_dtype
 from futuretoken.data.tokenizer import EOT, build_tokenizer

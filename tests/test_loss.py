@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import futuretoken as ft
-from futuretoken.model.loss import IGNORE, future_targets, linear_cross_entropy
 from conftest import tiny_config
+from futuretoken.model.loss import IGNORE, future_targets, linear_cross_entropy
 
 EOT = 0
 

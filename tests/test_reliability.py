@@ -20,7 +20,7 @@ from conftest import run_config
 from futuretoken.config import ConfigError, RunConfig
 from futuretoken.data import DataError
 from futuretoken.infer import SamplingConfig
-from futuretoken.train import CheckpointError, Trainer, TrainingError, list_checkpoints, load_model, train
+from futuretoken.train import CheckpointError, Trainer, TrainingError, list_checkpoints, load_model
 from futuretoken.train.checkpoint import load_trainer_state
 
 KILL_AT = """

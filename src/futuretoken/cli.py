@@ -242,8 +242,11 @@ def cmd_export_hf(args) -> None:
     print(f"exported {export_hf(args.run, args.out, pool=args.pool)}")
 
 
-COMMANDS = {"reproduce": cmd_reproduce, "bench": cmd_bench, "eval": cmd_eval, "compare": cmd_compare, "summary": cmd_summary, "data": cmd_data, "train": cmd_train, "demo": cmd_demo,
-            "generate": cmd_generate, "embed": cmd_embed, "export-hf": cmd_export_hf}
+COMMANDS = {
+    "demo": cmd_demo, "summary": cmd_summary, "data": cmd_data, "train": cmd_train, "generate": cmd_generate,
+    "embed": cmd_embed, "reproduce": cmd_reproduce, "eval": cmd_eval, "compare": cmd_compare, "bench": cmd_bench,
+    "export-hf": cmd_export_hf,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

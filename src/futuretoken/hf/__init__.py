@@ -19,8 +19,17 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from .export import export_hf, export_sentence_transformer, hf_tokenizer
 from .lm_eval_tasks import TASK, build_local_task, evaluate_local_task
-from .modeling import (BASE_MODELS, CAUSAL_LM, CONFIGS, FTPConfig, FTPForCausalLM, FTPModel, GPTConfig,
-                       GPTForCausalLM, GPTModel)
+from .modeling import (
+    BASE_MODELS,
+    CAUSAL_LM,
+    CONFIGS,
+    FTPConfig,
+    FTPForCausalLM,
+    FTPModel,
+    GPTConfig,
+    GPTForCausalLM,
+    GPTModel,
+)
 
 for _kind, _config in CONFIGS.items():
     AutoConfig.register(_config.model_type, _config, exist_ok=True)

@@ -20,8 +20,15 @@ from ..config import ConfigError, RunConfig
 from ..data import TokenShards, prepare
 from ..model import MODELS, LanguageModel, training_flops_per_token
 from . import distributed as D
-from .checkpoint import (CheckpointError, atomic_write_text, latest_valid_checkpoint, list_checkpoints,
-                         load_trainer_state, read_meta, save_checkpoint)
+from .checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    latest_valid_checkpoint,
+    list_checkpoints,
+    load_trainer_state,
+    read_meta,
+    save_checkpoint,
+)
 from .optim import learning_rate, make_optimizer
 from .sampler import WindowSampler
 
