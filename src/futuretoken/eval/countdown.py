@@ -1,0 +1,254 @@
+"""E6, "countdown as code": write a Python expression that uses given numbers to hit a target.
+
+Task. `n` numbers (the difficulty, 2..5) drawn from 1..max_number and a target that some
+expression reaches using every number exactly once with + - * and parentheses. One example
+is one line, the spec first and the program after the colon:
+
+    nums 3 7 2 target 23 : 3 * 7 + 2
+    nums 4 9 5 target 11 : ( 9 - 4 ) * 5 - ... (any expression that scores True)
+
+Every token is space-separated (also around parentheses), so a byte-level BPE gives a number
+the same token in the spec and in the program. Each line is one document of the training
+corpus (prepare() puts the end-of-text token after it); at evaluation the prompt is
+end-of-text + the spec up to and including " :", and the model decodes greedily until a
+newline or end-of-text.
+
+Train/eval split: a problem belongs to the evaluation split iff crc32 of its spec is 0 mod 10,
+so no evaluated spec is ever in the training stream (the same spec may still repeat inside
+one split, e.g. at difficulty 2, whose problem space is small).
+
+Scoring (`score`), never `eval` in this process:
+1. vet the text with `ast`: a single expression made only of int literals, + - * and
+   parentheses, at most MAX_PROGRAM_CHARS long, whose literals are exactly the problem's
+   numbers as a multiset. Anything else (names, calls, attributes, **, comprehensions,
+   statements) is rejected BEFORE anything is executed;
+2. run `print(<canonical unparsed expression>)` with `sandbox.run_untrusted` and compare the
+   printed value with the target (`score_many`: one sandboxed process prints every vetted
+   expression of a batch, a line each).
+The vetting alone makes execution harmless; the sandbox is the second layer.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import random
+import zlib
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..data import prepare
+from ..infer.generate import generate
+from ..infer.sampling import SamplingConfig
+from .sandbox import run_untrusted
+
+OPS: dict[type[ast.operator], str] = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*"}
+PRECEDENCE = {"+": 1, "-": 1, "*": 2}
+MAX_PROGRAM_CHARS = 256
+EVAL_BUCKETS = 10  # 1 in 10 specs is evaluation-only
+
+
+@dataclass(frozen=True)
+class Problem:
+    numbers: tuple[int, ...]
+    target: int
+    solution: str  # one reference program (any program that scores True is right)
+
+    @property
+    def difficulty(self) -> int:
+        return len(self.numbers)
+
+    @property
+    def prompt(self) -> str:
+        return f"nums {' '.join(map(str, self.numbers))} target {self.target} :"
+
+    @property
+    def text(self) -> str:
+        """The training line: spec, program, newline."""
+        return f"{self.prompt} {self.solution}\n"
+
+    @property
+    def split(self) -> str:
+        return "eval" if zlib.crc32(self.prompt.encode()) % EVAL_BUCKETS == 0 else "train"
+
+
+def _expression(rng: random.Random, leaves: list[int]) -> tuple[str, int, int]:
+    """A random binary tree over `leaves` in this order -> (text, value, precedence)."""
+    if len(leaves) == 1:
+        return str(leaves[0]), leaves[0], 3
+    cut = rng.randint(1, len(leaves) - 1)
+    (lt, lv, lp), (rt, rv, rp) = _expression(rng, leaves[:cut]), _expression(rng, leaves[cut:])
+    op = rng.choice("+-*")
+    prec = PRECEDENCE[op]
+    # Fewest parentheses that keep the VALUE (a + (b - c) may print as a + b - c).
+    if lp < prec:
+        lt = f"( {lt} )"
+    if rp < prec or (rp == prec and op == "-"):
+        rt = f"( {rt} )"
+    value = lv + rv if op == "+" else lv - rv if op == "-" else lv * rv
+    return f"{lt} {op} {rt}", value, prec
+
+
+def make_problem(rng: random.Random, n_numbers: int, max_number: int = 12, max_target: int = 200) -> Problem:
+    """Draw numbers, then a random expression over them in a random order; retry until 1 <= value <= max_target."""
+    if n_numbers < 1:
+        raise ValueError(f"n_numbers={n_numbers} must be >= 1")
+    while True:
+        numbers = [rng.randint(1, max_number) for _ in range(n_numbers)]
+        order = numbers[:]
+        rng.shuffle(order)
+        text, value, _ = _expression(rng, order)
+        if 1 <= value <= max_target:
+            return Problem(tuple(numbers), value, text)
+
+
+def iter_problems(seed: int, difficulties: Sequence[int] = (2, 3, 4, 5), split: str | None = "train",
+                  **kwargs) -> Iterator[Problem]:
+    """Endless seeded stream, difficulties in turn; split "train" | "eval" | None (both)."""
+    rng = random.Random(seed)
+    i = 0
+    while True:
+        problem = make_problem(rng, difficulties[i % len(difficulties)], **kwargs)
+        if split is None or problem.split == split:
+            i += 1
+            yield problem
+
+
+def stream_documents(seed: int, count: int, difficulties: Sequence[int] = (2, 3, 4, 5)) -> Iterator[str]:
+    """`count` training documents (one problem line each) of the training split."""
+    problems = iter_problems(seed, difficulties, "train")
+    for _ in range(count):
+        yield next(problems).text
+
+
+def write_corpus(path: str | Path, documents: Iterator[str]) -> Path:
+    """One JSON object {"text": doc} per line: a corpus that prepare() reads as *.jsonl."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for doc in documents:
+            f.write(json.dumps({"text": doc}) + "\n")
+    return path
+
+
+def prepare_countdown_corpus(out_dir: str | Path, n_docs: int = 50_000, seed: int = 0,
+                             difficulties: Sequence[int] = (2, 3, 4, 5), tokenizer: str = "bpe:512",
+                             val_fraction: float = 0.02) -> Path:
+    """OUT_DIR/source/countdown.jsonl + prepared token shards in OUT_DIR: use it as `data.dir`."""
+    out = Path(out_dir)
+    src = write_corpus(out / "source" / "countdown.jsonl", stream_documents(seed, n_docs, difficulties))
+    prepare(corpus=str(src), tokenizer=tokenizer, out_dir=out, val_fraction=val_fraction, seed=seed)
+    return out
+
+
+# --- scoring ----------------------------------------------------------------------------------
+def vet(program_text: str, numbers: Sequence[int]) -> str | None:
+    """The canonical source of `program_text` if it is an allowed expression over exactly `numbers`, else None."""
+    text = program_text.strip()
+    if not text or len(text) > MAX_PROGRAM_CHARS:
+        return None
+    try:
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    literals = []
+    for node in ast.walk(tree.body):
+        if isinstance(node, ast.BinOp) and type(node.op) in OPS:
+            continue
+        if isinstance(node, tuple(OPS)):
+            continue
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            literals.append(node.value)
+            continue
+        return None  # a name, call, attribute, other operator, ...: never executed
+    if sorted(literals) != sorted(numbers):
+        return None
+    return ast.unparse(tree)
+
+
+def score(problem: Problem, program_text: str, timeout_s: float = 2.0) -> bool:
+    """True iff the program is a vetted expression over the problem's numbers that prints the target."""
+    expr = vet(program_text, problem.numbers)
+    if expr is None:
+        return False
+    result = run_untrusted(f"print({expr})", timeout_s=timeout_s)
+    return result.ok and result.stdout.strip() == str(problem.target)
+
+
+def score_many(problems: Sequence[Problem], programs: Sequence[str], timeout_s: float = 10.0) -> list[bool]:
+    """score() for many programs with ONE sandboxed process: vetted expressions cannot interfere
+    (int literals and + - * only). If that run fails anyway, each is scored on its own."""
+    exprs = [vet(prog, p.numbers) for p, prog in zip(problems, programs, strict=True)]
+    todo = [i for i, e in enumerate(exprs) if e is not None]
+    results = [False] * len(exprs)
+    if not todo:
+        return results
+    run = run_untrusted("".join(f"print({exprs[i]})\n" for i in todo), timeout_s=timeout_s)
+    lines = run.stdout.splitlines()
+    if not run.ok or len(lines) != len(todo):
+        return [score(p, prog) for p, prog in zip(problems, programs)]
+    for i, line in zip(todo, lines):
+        results[i] = line.strip() == str(problems[i].target)
+    return results
+
+
+# --- greedy completion, shared with pathstar ---------------------------------------------------
+def resolve_models(models: Mapping[str, object], device: str | torch.device = "auto") -> dict[str, object]:
+    """Run folders (str or Path) are loaded with ft.load on `device` ("auto": CUDA when available);
+    model objects are used as they are, on their own device."""
+    from ..train import load_model
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {name: load_model(m, device) if isinstance(m, (str, Path)) else m for name, m in models.items()}
+
+
+def complete_greedy(model, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 64,
+                    tokenizer=None, strategy: str = "ar") -> list[str]:
+    """Greedy continuation of each prompt (prefixed with end-of-text), cut at the first newline or end-of-text.
+
+    Prompts are batched by token length (generate() takes no padding). The greedy output is
+    the same for every strategy ("speculative" is only faster for FTP).
+    """
+    tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    if tok is None:
+        raise ValueError("the model has no .tokenizer: load it with ft.load(run_dir) or pass tokenizer=")
+    ids = [[tok.eot_token, *tok.encode(p)] for p in prompts]
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, row in enumerate(ids):
+        groups[len(row)].append(i)
+    device = model.head_weight.device
+    out = [""] * len(prompts)
+    for length, members in groups.items():
+        for start in range(0, len(members), batch_size):
+            chunk = members[start:start + batch_size]
+            batch = torch.tensor([ids[i] for i in chunk], device=device)  # (b, length)
+            result = generate(model, batch, max_new_tokens, strategy=strategy, sampling=SamplingConfig(temperature=0.0))
+            for i, row in zip(chunk, result.tokens[:, length:].tolist()):
+                if tok.eot_token in row:
+                    row = row[:row.index(tok.eot_token)]
+                out[i] = tok.decode(row).split("\n", 1)[0].strip()
+    return out
+
+
+def countdown_experiment(models: Mapping[str, object], n_eval: int = 200, difficulties: Sequence[int] = (2, 3, 4),
+                         seed: int = 1234, max_new_tokens: int = 48, batch_size: int = 64,
+                         device: str | torch.device = "auto", timeout_s: float = 10.0) -> dict[str, dict[int, float]]:
+    """Greedy pass@1 per model and difficulty on `n_eval` evaluation-split problems per difficulty.
+
+    models: name -> run folder (loaded with ft.load) or a GPT/FTP model with a `.tokenizer`.
+    Returns {name: {difficulty: fraction of problems solved}}.
+    """
+    problems = {d: [p for _, p in zip(range(n_eval), iter_problems(seed + d, (d,), "eval"))] for d in difficulties}
+    results: dict[str, dict[int, float]] = {}
+    for name, model in resolve_models(models, device).items():
+        results[name] = {}
+        for d, batch in problems.items():
+            programs = complete_greedy(model, [p.prompt for p in batch], max_new_tokens, batch_size)
+            solved = sum(score_many(batch, programs, timeout_s))
+            results[name][d] = solved / max(1, len(batch))
+    return results

@@ -1,0 +1,109 @@
+"""E7, path-star graphs (Bachmann & Nagarajan 2024, "The pitfalls of next-token prediction").
+
+A star: one centre node and `degree` arms, each a chain of `length` further nodes; node
+labels are distinct random integers below `n_labels`. Edges point away from the centre and
+are listed in random order. One example is one line:
+
+    graph 12 5 , 33 40 , 12 7 , 5 33 , 7 21 , 21 9 | 12 40 : 12 5 33 40
+
+i.e. "graph" + the edges "u v" joined by " , ", then " | centre goal :", then the answer:
+the path from the centre to the goal leaf (length + 1 nodes, centre first). The prompt is
+everything up to and including " :"; evaluation is exact match of the greedy continuation
+(up to a newline or end-of-text) with the answer.
+
+Why it is hard for next-token training: with teacher forcing, every answer token after the
+first arm node is predictable by following one edge from the previous token (a "Clever Hans"
+shortcut), so the only hard decision, which arm to enter, gets little signal; models
+trained that way tend to pick an arm at random, accuracy ~ 1/degree. Objectives that
+predict several future tokens at once (and reverse-order answers) are known to help.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from ..data import prepare
+from .countdown import complete_greedy, resolve_models, write_corpus
+
+Setting = tuple[int, int]  # (degree, length)
+
+
+def make_graph(rng: random.Random, degree: int, length: int, n_labels: int = 100) -> tuple[str, str]:
+    """One path-star problem -> (prompt_text, answer_text); see the module docstring for the format."""
+    if degree < 1 or length < 1:
+        raise ValueError(f"degree={degree} and length={length} must both be >= 1")
+    if degree * length + 1 > n_labels:
+        raise ValueError(f"a ({degree}, {length}) star has {degree * length + 1} nodes but n_labels={n_labels}; "
+                         "raise n_labels")
+    labels = rng.sample(range(n_labels), degree * length + 1)
+    centre, arms = labels[0], [labels[1 + a * length: 1 + (a + 1) * length] for a in range(degree)]
+    edges = [(u, v) for arm in arms for u, v in zip([centre, *arm[:-1]], arm)]
+    rng.shuffle(edges)
+    path = [centre, *rng.choice(arms)]
+    prompt = "graph " + " , ".join(f"{u} {v}" for u, v in edges) + f" | {centre} {path[-1]} :"
+    return prompt, " ".join(map(str, path))
+
+
+def parse_prompt(prompt: str) -> tuple[list[tuple[int, int]], int, int]:
+    """(edges, start, goal) of a prompt made by make_graph."""
+    body, _, query = prompt.removeprefix("graph ").removesuffix(" :").partition(" | ")
+    edges = [(int(u), int(v)) for u, v in (e.split() for e in body.split(" , "))]
+    start, goal = map(int, query.split())
+    return edges, start, goal
+
+
+def iter_graphs(seed: int, settings: Sequence[Setting] = ((2, 4),), n_labels: int = 100) -> Iterator[tuple[str, str]]:
+    """Endless seeded stream of (prompt, answer), settings in turn."""
+    rng = random.Random(seed)
+    i = 0
+    while True:
+        degree, length = settings[i % len(settings)]
+        i += 1
+        yield make_graph(rng, degree, length, n_labels)
+
+
+def stream_documents(seed: int, count: int, settings: Sequence[Setting] = ((2, 4),),
+                     n_labels: int = 100) -> Iterator[str]:
+    """`count` training documents, one problem line each."""
+    graphs = iter_graphs(seed, settings, n_labels)
+    for _ in range(count):
+        prompt, answer = next(graphs)
+        yield f"{prompt} {answer}\n"
+
+
+def prepare_pathstar_corpus(out_dir: str | Path, n_docs: int = 50_000, seed: int = 0,
+                            settings: Sequence[Setting] = ((2, 4),), n_labels: int = 100,
+                            tokenizer: str = "bpe:512", val_fraction: float = 0.02) -> Path:
+    """OUT_DIR/source/pathstar.jsonl + prepared token shards in OUT_DIR: use it as `data.dir`.
+
+    Evaluate with a different seed than the corpus: with random labels, repeats of an
+    evaluation graph in training are vanishingly rare.
+    """
+    out = Path(out_dir)
+    src = write_corpus(out / "source" / "pathstar.jsonl", stream_documents(seed, n_docs, settings, n_labels))
+    prepare(corpus=str(src), tokenizer=tokenizer, out_dir=out, val_fraction=val_fraction, seed=seed)
+    return out
+
+
+def pathstar_experiment(models: Mapping[str, object], settings: Sequence[Setting] = ((2, 4), (3, 4)),
+                        n_eval: int = 200, seed: int = 1234, n_labels: int = 100, batch_size: int = 64,
+                        device: str | torch.device = "auto") -> dict[str, dict[Setting, float]]:
+    """Exact-match accuracy of the greedy path per model and (degree, length) setting.
+
+    models: name -> run folder (loaded with ft.load) or a GPT/FTP model with a `.tokenizer`.
+    Chance level for a model that finds edges but guesses the arm is 1/degree.
+    """
+    problems = {s: [g for _, g in zip(range(n_eval), iter_graphs(seed + 97 * s[0] + s[1], (s,), n_labels))]
+                for s in settings}
+    results: dict[str, dict[Setting, float]] = {}
+    for name, model in resolve_models(models, device).items():
+        results[name] = {}
+        for (degree, length), graphs in problems.items():
+            max_new = 3 * (length + 1) + 4  # a label is at most a few tokens
+            outputs = complete_greedy(model, [p for p, _ in graphs], max_new, batch_size)
+            results[name][(degree, length)] = sum(o == a for o, (_, a) in zip(outputs, graphs)) / max(1, len(graphs))
+    return results
