@@ -69,14 +69,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
             safe_y = yc.clamp_min(0)
             lse = torch.logsumexp(logits, dim=-1)  # (c,)
             losses[rows] = torch.where(valid, lse - logits.gather(1, safe_y[:, None]).squeeze(1), 0.0)
-            if needs_grad:
-                grad_logits = torch.softmax(logits, dim=-1)  # dCE/dlogits = softmax - onehot
+            if needs_grad:  # dCE/dlogits = softmax - onehot, built in the logits' own memory
+                grad_logits = logits.sub_(lse[:, None]).exp_()
                 grad_logits[torch.arange(len(yc), device=x.device), safe_y] -= 1.0
                 grad_logits *= (row_weights[rows] * valid)[:, None]
                 grad_logits = grad_logits.to(x.dtype)
                 grad_x[rows] = grad_logits @ weight.to(x.dtype)
                 grad_w += (grad_logits.T @ xc).to(acc)
-            del logits
         ctx.save_for_backward(grad_x, grad_w)
         ctx.weight_dtype = weight.dtype
         ctx.mark_non_differentiable(losses)
