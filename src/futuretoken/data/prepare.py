@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..files import atomic_write
 from .corpora import iter_documents
 from .errors import DataError
-from .shards import MANIFEST, SPLITS, ShardWriter, atomic_write, token_dtype
+from .shards import MANIFEST, SPLITS, ShardWriter, token_dtype
 from .tokenizer import Tokenizer, build_tokenizer
 
 FORMAT = 1

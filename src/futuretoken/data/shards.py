@@ -11,39 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .cache import sha256_file
+from ..files import open_temp, sha256_file
 from .errors import DataError
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val")
 REPREPARE = "Fix: re-run prepare (`futuretoken data prepare`) into this folder"
-
-
-def open_temp(folder: Path, name: str):
-    """A new temporary file (binary, mode 644) beside `folder/name`, and its path."""
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    os.chmod(tmp, 0o644)  # mkstemp's 600 would make the data private to this user
-    return os.fdopen(fd, "wb"), tmp
-
-
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder and os.replace: readers see
-    the old file or the new one, never a half-written one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f, tmp = open_temp(path.parent, path.name)
-    try:
-        with f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def token_dtype(vocab_size: int) -> np.dtype:

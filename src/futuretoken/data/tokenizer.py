@@ -59,7 +59,7 @@ class Tokenizer:
 
     def save(self, directory: str | Path) -> Path:
         """Write DIR/tokenizer.json (atomically) and return its path."""
-        from .shards import atomic_write
+        from ..files import atomic_write
 
         path = Path(directory) / TOKENIZER_FILE
         atomic_write(path, self.to_str().encode())

@@ -11,7 +11,6 @@ crash mid-write never leaves a half-written checkpoint under a real name.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import __version__
 from ..config import ConfigError, ModelConfig
+from ..files import atomic_write, sha256_file
 from ..model import MODELS, LanguageModel
 
 FORMAT_VERSION = 1
@@ -34,29 +34,12 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt or does not fit the run; the message says what to do."""
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save_checkpoint(
@@ -81,7 +64,7 @@ def save_checkpoint(
         torch.save(trainer_state, tmp / "trainer.pt")
         files = {name: sha256_file(tmp / name) for name in ("model.safetensors", "trainer.pt")}
         full_meta = {"format": FORMAT_VERSION, "futuretoken": __version__, "step": step, "files": files, **meta}
-        atomic_write_text(tmp / "meta.json", json.dumps(full_meta, indent=2))
+        atomic_write(tmp / "meta.json", json.dumps(full_meta, indent=2))
         if final.exists():  # re-saving the same step (e.g. after a resume): replace it whole
             shutil.rmtree(final)
         os.replace(tmp, final)

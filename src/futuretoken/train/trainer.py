@@ -18,11 +18,11 @@ from torch import nn
 
 from ..config import ConfigError, RunConfig
 from ..data import TokenShards, prepare
+from ..files import atomic_write
 from ..model import MODELS, LanguageModel, training_flops_per_token
 from . import distributed as D
 from .checkpoint import (
     CheckpointError,
-    atomic_write_text,
     latest_valid_checkpoint,
     list_checkpoints,
     load_trainer_state,
@@ -126,7 +126,7 @@ class Trainer:
             self._restore(self.ckpt)
         elif self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / "run.json", json.dumps(cfg.to_dict() | {"model_type": tc.model}, indent=2))
+            atomic_write(self.run_dir / "run.json", json.dumps(cfg.to_dict() | {"model_type": tc.model}, indent=2))
             shutil.copy(data_dir / "tokenizer.json", self.run_dir / "tokenizer.json")
             (self.run_dir / "metrics.jsonl").write_text("")
         self._stop_signal: int | None = None
@@ -174,7 +174,7 @@ class Trainer:
         if self.info.is_main:  # forget metrics logged after the checkpoint: they will be redone
             path = self.run_dir / "metrics.jsonl"
             kept = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= self.step]
-            atomic_write_text(path, "".join(ln + "\n" for ln in kept))
+            atomic_write(path, "".join(ln + "\n" for ln in kept))
             self._say(f"resumed from {ckpt} at step {self.step}")
 
     def save(self) -> Path | None:
