@@ -22,7 +22,7 @@ from ..model import training_flops_per_token
 from ..train import WindowSampler, evaluate, list_checkpoints, load_model
 from .future_probe import train_future_probe
 from .matched import pick_matched_pair
-from .report import markdown_table
+from .report import markdown_table, save_figure, subplots
 from .smoothness import adjacent_cosine
 
 
@@ -35,6 +35,7 @@ class SuiteSettings:
     coherence_prompts: int = 8  # E4: openings of held-out documents
     coherence_seeds: tuple[int, ...] = (0, 1, 2)
     coherence_new_tokens: int = 64
+    coherence_window: int = 16  # continuation tokens per judged window
     seed: int = 0
 
 
@@ -100,7 +101,7 @@ def evaluate_model(model, data_dir: Path, settings: SuiteSettings, judge=None, w
     result["E3"] = smoothness_stats(model, windows)
     prompts = held_out_prompts(data_dir, model.tokenizer, settings.coherence_prompts)
     result["E4"] = coherence_experiment(model, prompts, judge=judge, seeds=settings.coherence_seeds,
-                                        max_new_tokens=settings.coherence_new_tokens)
+                                        max_new_tokens=settings.coherence_new_tokens, window=settings.coherence_window)
     result["E5"] = {ds: classification_experiment(model, dataset=ds, limit=settings.labelled_limit, seed=settings.seed)
                     for ds in ("bbc", "rotten_tomatoes")}
     if with_floors:
@@ -148,13 +149,8 @@ def verdicts(ftp: dict, gpt: dict) -> dict[str, dict]:
     return out
 
 
-def _plots(ftp: dict, gpt: dict, out_dir: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
+def _plots(ftp: dict, gpt: dict, out_dir: Path) -> Path:
+    fig, axes = subplots(4, 20)
     for name, r in (("GPT", gpt), ("FTP", ftp)):
         axes[0].plot(r["E3"]["centred"]["first_text"], label=name)
         hist = np.array(r["E3"]["centred"]["histogram"])
@@ -167,13 +163,7 @@ def _plots(ftp: dict, gpt: dict, out_dir: Path) -> list[str]:
     axes[1].set(title="E3: distribution of centred adjacent cosine", xlabel="cosine")
     axes[2].set(title="E2: validation loss by distance ahead", xlabel="k", ylabel="nats")
     axes[3].set(title="E4: prompt-continuation similarity", xlabel="continuation window", ylabel="MiniLM cosine")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "experiments.png", dpi=100)
-    plt.close(fig)
-    return ["experiments.png"]
+    return save_figure(fig, axes, out_dir / "experiments.png", dpi=100)
 
 
 def render_compare(results: dict) -> str:

@@ -12,14 +12,32 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def plot_loss_curves(runs: dict[str, str | Path], out_path: str | Path) -> Path:
-    """Training and validation next-token loss of several runs against tokens seen."""
+def subplots(ncols: int, width: float):
+    """A row of `ncols` axes on a headless backend (reports are written on servers)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    return plt.subplots(1, ncols, figsize=(width, 4))
+
+
+def save_figure(fig, axes, path: str | Path, dpi: int = 110) -> Path:
+    """Grid and legend on every axis, then write the PNG and free the figure."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_loss_curves(runs: dict[str, str | Path], out_path: str | Path) -> Path:
+    """Training and validation next-token loss of several runs against tokens seen."""
+    fig, axes = subplots(2, 11)
     for name, run_dir in runs.items():
         records = read_metrics(run_dir)
         train = [r for r in records if r["split"] == "train"]
@@ -30,14 +48,7 @@ def plot_loss_curves(runs: dict[str, str | Path], out_path: str | Path) -> Path:
         axes[1].plot([r["tokens"] for r in val], [r["next_token_loss"] for r in val], "o-", label=name)
     axes[0].set(title="training loss", xlabel="tokens", ylabel="cross-entropy (nats)")
     axes[1].set(title="validation next-token loss", xlabel="tokens", ylabel="cross-entropy (nats)")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    out_path = Path(out_path)
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, axes, out_path)
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

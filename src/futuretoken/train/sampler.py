@@ -17,7 +17,7 @@ class WindowSampler:
 
     def __init__(self, tokens: np.ndarray, window: int, batch_size: int, seed: int,
                  rank: int = 0, world: int = 1) -> None:
-        if len(tokens) <= window:
+        if len(tokens) < window:
             raise ValueError(
                 f"the token split has {len(tokens)} tokens, fewer than one window of {window}; "
                 "use a larger corpus or a smaller block_size"
