@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch>=2.4" || echo "torch==2.13.0")
 EXTRAS ?= test
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test clean
 
 $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,7 +16,8 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml
 
 install: $(VENV)/.installed-$(EXTRAS)
 
-demo: install
+demo:  # only what the demo needs: training plots, E4/E5 judges and probes
+	$(MAKE) install EXTRAS=train,eval
 	$(VENV)/bin/futuretoken demo
 
 test: install
