@@ -142,3 +142,8 @@ def test_cli_errors_are_clear(tmp_path):
     assert bad.returncode == 2 and "unknown" in bad.stderr and "Traceback" not in bad.stderr
     missing = run_cli("train", "--config", str(tmp_path / "none.toml"))
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_keep_last_and_keep_every_decide_which_checkpoints_stay(data_dir, tmp_path):
+    train(run_config(data_dir, tmp_path / "run", ckpt_interval=2, keep_last=1, keep_every=4, max_steps=10))
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-0000004", "step-0000008", "step-0000010"]
