@@ -219,6 +219,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | float32 | bfloat16
     compile: bool = False
+    activation_checkpointing: str = "none"  # none | decoder | all: recompute block activations in backward
     parallel: str = "ddp"  # ddp | fsdp (only used under torchrun with several processes)
     progress: bool = True
 
@@ -237,6 +238,9 @@ class TrainConfig:
             raise ConfigError(f"train.warmup_steps={self.warmup_steps} must be >= 0")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"train.dtype='{self.dtype}' is unknown; choose auto, float32 or bfloat16")
+        if self.activation_checkpointing not in ("none", "decoder", "all"):
+            raise ConfigError(f"train.activation_checkpointing='{self.activation_checkpointing}' is unknown; "
+                              "choose none, decoder or all")
         if self.parallel not in ("ddp", "fsdp"):
             raise ConfigError(f"train.parallel='{self.parallel}' is unknown; choose ddp or fsdp")
 

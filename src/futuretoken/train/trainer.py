@@ -29,6 +29,7 @@ from .checkpoint import (
     read_meta,
     save_checkpoint,
 )
+from .memory import apply_activation_checkpointing
 from .optim import learning_rate, make_optimizer
 from .sampler import WindowSampler
 
@@ -114,6 +115,7 @@ class Trainer:
         self.ckpt = self._checkpoint_to_resume(resume)
         torch.manual_seed(tc.seed)
         self.model = MODELS[tc.model](cfg.model).to(self.device)
+        apply_activation_checkpointing(self.model, tc.activation_checkpointing)
         window = cfg.model.block_size + self.model.horizon
         self.sampler = WindowSampler(self.train_tokens.tokens, window, tc.batch_size, tc.seed,
                                      self.info.rank, self.info.world)
