@@ -51,3 +51,12 @@ def test_training_benchmark_measures_one_variant():
     recomputed = measure("ftp", "tiny", 2, 1.0, "decoder", steps=1, warmup=1, compile=False, device_name="cpu")
     assert plain["tokens_per_s"] > 0 and plain["mfu"] is None  # no known peak for a CPU
     assert recomputed["saved_activation_bytes"] < 0.6 * plain["saved_activation_bytes"]
+
+
+def test_trainer_with_recomputed_decoder_gives_the_same_losses(data_dir, tmp_path):
+    from conftest import run_config
+    from futuretoken.train import train
+
+    plain = train(run_config(data_dir, tmp_path / "plain", max_steps=4))
+    recomputed = train(run_config(data_dir, tmp_path / "ac", max_steps=4, activation_checkpointing="decoder"))
+    assert plain.losses == pytest.approx(recomputed.losses, rel=1e-5)
