@@ -80,8 +80,10 @@ def held_out_prompts(data_dir: Path, tokenizer, n: int, tokens: int = 24) -> lis
     return prompts[:n]
 
 
-def evaluate_model(model, data_dir: Path, settings: SuiteSettings, judge=None, with_floors: bool = True) -> dict:
-    """E1-E5 on one model (and the random-init floors of E3 and E5)."""
+def evaluate_model(model, data_dir: Path, settings: SuiteSettings, judge=None, with_floors: bool = True,
+                   bag_of_words: bool = True) -> dict:
+    """E1-E5 on one model (and the random-init floors of E3 and E5; the bag-of-words
+    baseline of E5 on the same truncated texts, which a comparison needs only once)."""
     from .classification import classification_experiment, random_init_like
     from .coherence import coherence_experiment
 
@@ -102,7 +104,8 @@ def evaluate_model(model, data_dir: Path, settings: SuiteSettings, judge=None, w
     prompts = held_out_prompts(data_dir, model.tokenizer, settings.coherence_prompts)
     result["E4"] = coherence_experiment(model, prompts, judge=judge, seeds=settings.coherence_seeds,
                                         max_new_tokens=settings.coherence_new_tokens, window=settings.coherence_window)
-    result["E5"] = {ds: classification_experiment(model, dataset=ds, limit=settings.labelled_limit, seed=settings.seed)
+    result["E5"] = {ds: classification_experiment(model, dataset=ds, limit=settings.labelled_limit, seed=settings.seed,
+                                                  bag_of_words=bag_of_words)
                     for ds in ("bbc", "rotten_tomatoes")}
     if with_floors:
         floor = random_init_like(model, settings.seed)
@@ -220,7 +223,7 @@ def compare(run_ftp: str | Path, run_gpt: str | Path, out_dir: str | Path, setti
     pair = pick_matched_pair(losses_f, losses_g)
     models = {"ftp": load_model(run_ftp / "checkpoints" / f"step-{pair.step_a:07d}"),
               "gpt": load_model(run_gpt / "checkpoints" / f"step-{pair.step_b:07d}")}
-    results = {name: evaluate_model(m, _data_dir(run), settings, judge)
+    results = {name: evaluate_model(m, _data_dir(run), settings, judge, bag_of_words=name == "ftp")
                for (name, m), run in zip(models.items(), (run_ftp, run_gpt))}
     results["matched_pair"] = {"step_ftp": pair.step_a, "step_gpt": pair.step_b, "loss_ftp": pair.loss_a,
                                "loss_gpt": pair.loss_b, "gap": pair.gap,
