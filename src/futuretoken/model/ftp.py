@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from .base import LanguageModel, ModelOutput
 from .blocks import Block, KVCache
-from .loss import IGNORE, LossOutput, future_loss, future_targets
+from .loss import LossOutput, future_loss, future_targets
 
 Memory = list[tuple[Tensor, Tensor]]  # per decoder layer: cross-attention keys, values (M, H, P, hd)
 
@@ -95,6 +95,3 @@ class FTP(LanguageModel):
             h, inputs, targets = h[keep], inputs[keep], targets[keep]
         features = self.decode(inputs, self.memory(h), h)  # (M, N, d)
         return future_loss(features, self.head_weight, targets, self.config.gamma, self.config.loss_chunk)
-
-
-__all__ = ["FTP", "IGNORE"]

@@ -101,9 +101,9 @@ def linear_cross_entropy(
 
 
 def future_loss(
-    features: Tensor,  # (B, T, N, d) decoder outputs after the final norm
+    features: Tensor,  # (..., N, d) decoder outputs after the final norm, e.g. (B*T, N, d)
     head_weight: Tensor,  # (V, d) tied output head
-    targets: Tensor,  # (B, T, N) with IGNORE for masked targets
+    targets: Tensor,  # (..., N) with IGNORE for masked targets
     gamma: float,
     chunk: int,
 ) -> LossOutput:
