@@ -17,7 +17,7 @@ from futuretoken.bench.env import environment
 from futuretoken.data import TokenShards
 from futuretoken.demo import demo_experiment
 from futuretoken.eval.paper import next_token_loss, smoothness_stats
-from futuretoken.eval.report import read_metrics
+from futuretoken.eval.report import mean_train_tokens_per_s
 from futuretoken.reproduce import run_config_for
 from futuretoken.train import WindowSampler, load_model, train
 
@@ -39,9 +39,8 @@ def main() -> None:
         model = load_model(cfg.train.out_dir)
         val = TokenShards(cfg.data.dir, "val").tokens
         windows = WindowSampler(val, model.config.block_size, 32, seed=99).batch(0)
-        logs = [r for r in read_metrics(cfg.train.out_dir) if r["split"] == "train"]
         rows.append({"decoder_fraction": fraction, "steps": args.steps,
-                     "tokens_per_s": sum(r["tokens_per_s"] for r in logs) / len(logs),
+                     "tokens_per_s": mean_train_tokens_per_s(cfg.train.out_dir),
                      "val_next_token_loss": next_token_loss(model, val, 10),
                      "adjacent_cosine_centred": smoothness_stats(model, windows)["centred"]["mean"]})
         print(rows[-1], flush=True)

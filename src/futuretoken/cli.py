@@ -221,11 +221,10 @@ def cmd_bench(args) -> None:
         return
     from .bench.generate import bench_generate, format_table
     from .data import TokenShards
-    from .train import load_model
+    from .train import load_model, run_data_dir
 
     model = load_model(args.run, device)
-    run = json.loads((Path(args.run) / "run.json").read_text())
-    val = TokenShards(run["data"]["dir"], "val").tokens
+    val = TokenShards(run_data_dir(args.run), "val").tokens
     stride = len(val) // 8
     prompts = torch.tensor([val[i * stride : i * stride + args.prompt_tokens].tolist() for i in range(8)])
     result = bench_generate(model, prompts, args.max_new_tokens, repeats=args.repeats)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .eval.paper import compare
-from .eval.report import markdown_table, plot_loss_curves, read_metrics
+from .eval.report import markdown_table, mean_train_tokens_per_s, plot_loss_curves, read_metrics
 from .reproduce import Experiment, train_pair
 from .train import load_model
 
@@ -59,7 +59,7 @@ def run_demo(out_dir: str | Path = "runs/demo", steps: int | None = None, device
         model = load_model(run_dir, device="cuda" if device == "auto" and torch.cuda.is_available() else "cpu")
         train_logs = [r for r in read_metrics(run_dir) if r["split"] == "train"]
         results[name] = {
-            "tokens_per_s": sum(r["tokens_per_s"] for r in train_logs) / max(1, len(train_logs)),
+            "tokens_per_s": mean_train_tokens_per_s(run_dir),
             "tokens_seen": train_logs[-1]["tokens"] if train_logs else 0,
             "samples": _samples(model, model.head_weight.device),
         }

@@ -19,7 +19,7 @@ import torch
 
 from ..data import TokenShards
 from ..model import training_flops_per_token
-from ..train import WindowSampler, evaluate, list_checkpoints, load_model
+from ..train import WindowSampler, evaluate, list_checkpoints, load_model, run_data_dir
 from .future_probe import train_future_probe
 from .matched import pick_matched_pair
 from .report import markdown_table, save_figure, subplots
@@ -39,10 +39,6 @@ class SuiteSettings:
     seed: int = 0
 
 
-def _data_dir(run_dir: Path) -> Path:
-    return Path(json.loads((run_dir / "run.json").read_text())["data"]["dir"])
-
-
 def next_token_loss(model, val_tokens, batches: int) -> float:
     sampler = WindowSampler(val_tokens, model.config.block_size + model.horizon, 16, seed=1234)
     return evaluate(model, sampler, batches, model.head_weight.device)["next_token_loss"]
@@ -50,7 +46,7 @@ def next_token_loss(model, val_tokens, batches: int) -> float:
 
 def checkpoint_losses(run_dir: Path, batches: int) -> dict[int, float]:
     """Validation next-token loss of every kept checkpoint of a run, on the same batches."""
-    val = TokenShards(_data_dir(run_dir), "val").tokens
+    val = TokenShards(run_data_dir(run_dir), "val").tokens
     out = {}
     for ckpt in list_checkpoints(run_dir):
         out[int(ckpt.name.split("-")[1])] = next_token_loss(load_model(ckpt), val, batches)
@@ -223,7 +219,7 @@ def compare(run_ftp: str | Path, run_gpt: str | Path, out_dir: str | Path, setti
     pair = pick_matched_pair(losses_f, losses_g)
     models = {"ftp": load_model(run_ftp / "checkpoints" / f"step-{pair.step_a:07d}"),
               "gpt": load_model(run_gpt / "checkpoints" / f"step-{pair.step_b:07d}")}
-    results = {name: evaluate_model(m, _data_dir(run), settings, judge, bag_of_words=name == "ftp")
+    results = {name: evaluate_model(m, run_data_dir(run), settings, judge, bag_of_words=name == "ftp")
                for (name, m), run in zip(models.items(), (run_ftp, run_gpt))}
     results["matched_pair"] = {"step_ftp": pair.step_a, "step_gpt": pair.step_b, "loss_ftp": pair.loss_a,
                                "loss_gpt": pair.loss_b, "gap": pair.gap,
@@ -241,7 +237,7 @@ def evaluate_run(run: str | Path, out_dir: str | Path, settings: SuiteSettings |
     """`futuretoken eval RUN --suite paper`: E1-E5 on one run's newest checkpoint -> results.json."""
     settings = settings or SuiteSettings()
     model = load_model(run)
-    result = evaluate_model(model, _data_dir(Path(run)), settings, judge)
+    result = evaluate_model(model, run_data_dir(run), settings, judge)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"run": str(run), "settings": asdict(settings), **result}, indent=2))

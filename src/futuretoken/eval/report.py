@@ -12,6 +12,12 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
+def mean_train_tokens_per_s(run_dir: str | Path) -> float:
+    """Average of the training throughput the trainer logged (0 when nothing was logged)."""
+    logs = [r for r in read_metrics(run_dir) if r["split"] == "train"]
+    return sum(r["tokens_per_s"] for r in logs) / max(1, len(logs))
+
+
 def subplots(ncols: int, width: float):
     """A row of `ncols` axes on a headless backend (reports are written on servers)."""
     import matplotlib

@@ -78,6 +78,11 @@ def save_checkpoint(
     return final
 
 
+def run_data_dir(run_dir: str | Path) -> Path:
+    """The prepared data folder a run was trained on (from RUN/run.json)."""
+    return Path(json.loads((Path(run_dir) / "run.json").read_text())["data"]["dir"])
+
+
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Checkpoint folders of a run, oldest first (temporary folders are ignored)."""
     root = Path(run_dir) / "checkpoints"
