@@ -14,12 +14,14 @@ import json
 from pathlib import Path
 
 from futuretoken.bench.env import environment
-from futuretoken.data import TokenShards
+from futuretoken.checkpoint import load_model
+from futuretoken.data import TokenShards, WindowSampler
 from futuretoken.demo import demo_experiment
-from futuretoken.eval.paper import next_token_loss, smoothness_stats
+from futuretoken.eval.paper import next_token_loss
 from futuretoken.eval.report import mean_train_tokens_per_s
+from futuretoken.eval.smoothness import smoothness_stats
 from futuretoken.reproduce import run_config_for
-from futuretoken.train import WindowSampler, load_model, train
+from futuretoken.train import train
 
 
 def main() -> None:

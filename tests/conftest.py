@@ -16,6 +16,17 @@ def _deterministic():
     yield
 
 
+# The core guarantees run on every device present: CPU always, CUDA where there is one
+# (`pytest -m cuda` selects just those; they are skipped, never failed, without a GPU).
+DEVICES = ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")])]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    return torch.device(request.param)
+
+
 def tiny_config(**overrides) -> ft.ModelConfig:
     base = dict(vocab_size=64, block_size=32, n_layer=2, n_head=2, n_embd=32, horizon=4,
                 pseudo_len=3, dec_layer=2, dec_head=2)
@@ -28,6 +39,22 @@ def model(request):
 
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+
+
+@pytest.fixture(scope="session")
+def eot_data_dir(tmp_path_factory) -> Path:
+    """200 documents of 2-8 words: end-of-text tokens mask a large share of FTP's targets."""
+    from futuretoken.data import prepare
+
+    root = tmp_path_factory.mktemp("short_docs")
+    g = torch.Generator().manual_seed(1)
+    for i in range(200):
+        words = [WORDS[j] for j in torch.randint(0, len(WORDS), (int(torch.randint(2, 9, (1,), generator=g)),),
+                                                  generator=g)]
+        (root / f"doc{i:03d}.txt").write_text(" ".join(words) + "\n")
+    out = root / "prepared"
+    prepare(corpus=str(root / "*.txt"), tokenizer="bpe:300", out_dir=out, val_fraction=0.1)
+    return out
 
 
 @pytest.fixture(scope="session")

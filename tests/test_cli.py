@@ -74,6 +74,6 @@ def test_python_api_text_in_text_out(runs):
     import futuretoken as ft
 
     model = ft.load(runs / "ftp")
-    text = model.generate("alpha beta", max_new_tokens=5, sampling=ft.SamplingConfig(temperature=0))
+    text = ft.generate_text(model, "alpha beta", max_new_tokens=5, sampling=ft.SamplingConfig(temperature=0))
     assert text.startswith("alpha beta") and len(text) > len("alpha beta")
-    assert model.embed(["alpha beta", "gamma"], pool="last").shape == (2, 32)
+    assert ft.embed(model, ["alpha beta", "gamma"], pool="last").shape == (2, 32)

@@ -12,8 +12,12 @@ import futuretoken as ft
 from futuretoken.data.tokenizer import build_tokenizer
 from futuretoken.eval import classification
 from futuretoken.eval.classification import bag_of_words_baseline, probe_accuracy, random_init_like
-from futuretoken.eval.coherence import coherence_experiment, minilm_judge, split_windows, window_scores
+from futuretoken.eval.coherence import coherence_experiment, minilm_judge, score_windows, split_windows
 from futuretoken.eval.labelled import load_labelled, stratified_subsample
+
+
+def window_scores(prompt, windows, judge):
+    return score_windows([prompt], [windows], judge)[0]
 
 TOPICS = {
     "sport": "match goal team player coach league score win season striker keeper referee".split(),

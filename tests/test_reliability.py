@@ -17,18 +17,18 @@ from hypothesis import strategies as st
 
 import futuretoken as ft
 from conftest import run_config
+from futuretoken.checkpoint import CheckpointError, list_checkpoints, load_model, load_trainer_state
 from futuretoken.config import ConfigError, RunConfig
 from futuretoken.data import DataError
 from futuretoken.infer import SamplingConfig
-from futuretoken.train import CheckpointError, Trainer, TrainingError, list_checkpoints, load_model
-from futuretoken.train.checkpoint import load_trainer_state
+from futuretoken.train import Trainer, TrainingError
 
 KILL_AT = """
 import os, signal, sys
 from futuretoken.config import RunConfig
 from futuretoken.train import Trainer
 cfg = RunConfig.from_dict(__import__("json").loads(sys.argv[1]))
-def die(step, loss):
+def die(step):
     if step == int(sys.argv[2]):
         os.kill(os.getpid(), signal.SIGKILL)
 Trainer(cfg, resume=True).fit(on_step=die)
@@ -102,7 +102,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(data_dir, stra
 
 
 def test_a_failed_checkpoint_write_keeps_the_previous_one(data_dir, tmp_path, monkeypatch):
-    from futuretoken.train import checkpoint as ckpt_module
+    from futuretoken import checkpoint as ckpt_module
 
     trainer = Trainer(run_config(data_dir, tmp_path / "run", ckpt_interval=2, max_steps=10))
     real_save = ckpt_module.save_file

@@ -51,24 +51,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts-file", default=None, help="one prompt per line, generated as a batch")
     p.add_argument("--strategy", default="ar", choices=["ar", "rollout", "speculative"])
     p.add_argument("--draft-len", type=int, default=None)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=32, help="prompts of equal token length generated together")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
     _add_sampling_args(p)
 
     p = sub.add_parser("reproduce", help="train FTP + GPT and run every paper experiment (E1-E7) from one file")
     p.add_argument("--config", required=True, help="configs/experiments/cpu.toml or gpu.toml")
     p.add_argument("--out", required=True)
+    p.add_argument("--device", default=None, help="train and evaluate here (default: the config's train.device)")
 
     p = sub.add_parser("eval", help="the paper's experiments E1-E5 on one run")
     p.add_argument("run")
     p.add_argument("--suite", default="paper", choices=["paper"])
     p.add_argument("--out", required=True)
     p.add_argument("--quick", action="store_true", help="CPU-sized settings (the demo's)")
+    p.add_argument("--device", default="auto")
 
     p = sub.add_parser("compare", help="FTP vs GPT at matched next-token loss: E1-E5 side by side, with verdicts")
     p.add_argument("run_ftp")
     p.add_argument("run_gpt")
     p.add_argument("--out", required=True)
     p.add_argument("--quick", action="store_true", help="CPU-sized settings (the demo's)")
+    p.add_argument("--device", default="auto")
 
     bench = sub.add_parser("bench", help="measured speed: generation strategies, training throughput")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
@@ -94,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", default="mean", choices=["mean", "last", "tokens"])
     p.add_argument("--out", required=True, help=".npy (pooled) / .npz (tokens) or .parquet")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto")
 
     p = sub.add_parser("export-hf", help="export a run for transformers, lm-eval and sentence-transformers")
     p.add_argument("run", help="a run folder (its newest checkpoint) or a checkpoint folder")
@@ -182,7 +186,10 @@ def _suite(quick: bool):
 def cmd_reproduce(args) -> None:
     from .reproduce import Experiment, reproduce
 
-    report = reproduce(Experiment.load(args.config), args.out)
+    experiment = Experiment.load(args.config)
+    if args.device is not None:
+        experiment.run.train.device = args.device
+    report = reproduce(experiment, args.out)
     print(report.read_text())
     print(f"report written to {report}")
 
@@ -190,13 +197,13 @@ def cmd_reproduce(args) -> None:
 def cmd_eval(args) -> None:
     from .eval.paper import evaluate_run
 
-    print(f"results written to {evaluate_run(args.run, args.out, _suite(args.quick))}")
+    print(f"results written to {evaluate_run(args.run, args.out, _suite(args.quick), device=args.device)}")
 
 
 def cmd_compare(args) -> None:
     from .eval.paper import compare
 
-    report = compare(args.run_ftp, args.run_gpt, args.out, _suite(args.quick))
+    report = compare(args.run_ftp, args.run_gpt, args.out, _suite(args.quick), device=args.device)
     print(report.read_text())
     print(f"report written to {report}")
 
@@ -211,7 +218,9 @@ def _write_json(path: str | None, result: dict) -> None:
 def cmd_bench(args) -> None:
     import torch
 
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    from .devices import resolve_device
+
+    device = str(resolve_device(args.device))
     if args.bench_command == "train":
         from .bench.train import bench_train, format_table
 
@@ -220,8 +229,8 @@ def cmd_bench(args) -> None:
         _write_json(args.json, result)
         return
     from .bench.generate import bench_generate, format_table
+    from .checkpoint import load_model, run_data_dir
     from .data import TokenShards
-    from .train import load_model, run_data_dir
 
     model = load_model(args.run, device)
     val = TokenShards(run_data_dir(args.run), "val").tokens

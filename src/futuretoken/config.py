@@ -85,7 +85,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 class ModelConfig:
     """Shape of the encoder (shared by GPT and FTP) and of FTP's future decoder."""
 
-    vocab_size: int = 50304
+    vocab_size: int = 50257  # the tokenizer's; the embedding is padded to a multiple of vocab_multiple
+    vocab_multiple: int = 64  # padded rows keep matmul shapes aligned; they are never predicted
     block_size: int = 1024  # T: encoder context length
     n_layer: int = 12  # encoder layers
     n_head: int = 12
@@ -102,6 +103,7 @@ class ModelConfig:
     # Loss
     eot_token: int | None = None  # document separator: FTP targets past it are masked
     loss_chunk: int = 4096  # rows of logits computed at once in the cross-entropy
+    loss_impl: str = "auto"  # auto (torch's linear_cross_entropy when available) | torch | chunked
 
     def __post_init__(self) -> None:
         self.validate()
@@ -110,12 +112,18 @@ class ModelConfig:
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
 
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the token embedding / tied head: vocab_size rounded up to vocab_multiple."""
+        return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
+
     def validate(self) -> None:
         def need(ok: bool, message: str) -> None:
             if not ok:
                 raise ConfigError(message)
 
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dec_head", "loss_chunk"):
+        for name in ("vocab_size", "vocab_multiple", "block_size", "n_layer", "n_head", "n_embd", "dec_head",
+                     "loss_chunk"):
             need(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
         need(
             self.n_embd % self.n_head == 0,
@@ -136,6 +144,8 @@ class ModelConfig:
             0.0 < self.decoder_fraction <= 1.0,
             f"decoder_fraction={self.decoder_fraction} must be in (0, 1]; 1 trains the decoder on every position",
         )
+        need(self.loss_impl in ("auto", "torch", "chunked"),
+             f"loss_impl={self.loss_impl!r} is unknown; choose auto, torch or chunked")
         if self.eot_token is not None:
             need(
                 0 <= self.eot_token < self.vocab_size,
@@ -176,7 +186,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                   dec_layer=2, dec_head=6, vocab_size=16384),
     # Paper scale: GPT-2 small encoder, 3-layer decoder.
     "gpt2-124m": dict(block_size=1024, n_layer=12, n_head=12, n_embd=768, horizon=8, pseudo_len=12,
-                      dec_layer=3, dec_head=12, vocab_size=50304),
+                      dec_layer=3, dec_head=12, vocab_size=50257),
 }
 
 
@@ -217,7 +227,8 @@ class TrainConfig:
     log_interval: int = 10
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | float32 | bfloat16
+    dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | float32 | bfloat16 | float64 (exactness checks)
+    deterministic: bool = False  # deterministic kernels: bit-exact resume on CUDA too (slower)
     compile: bool = False
     activation_checkpointing: str = "none"  # none | decoder | all: recompute block activations in backward
     parallel: str = "ddp"  # ddp | fsdp (only used under torchrun with several processes)
@@ -236,8 +247,8 @@ class TrainConfig:
             raise ConfigError(f"train.keep_every={self.keep_every} must be >= 0 (0 keeps only the last keep_last)")
         if self.warmup_steps < 0:
             raise ConfigError(f"train.warmup_steps={self.warmup_steps} must be >= 0")
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise ConfigError(f"train.dtype='{self.dtype}' is unknown; choose auto, float32 or bfloat16")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float64"):
+            raise ConfigError(f"train.dtype='{self.dtype}' is unknown; choose auto, float32, bfloat16 or float64")
         if self.activation_checkpointing not in ("none", "decoder", "all"):
             raise ConfigError(f"train.activation_checkpointing='{self.activation_checkpointing}' is unknown; "
                               "choose none, decoder or all")

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import load_model
+from .devices import resolve_device
 from .eval.paper import compare
 from .eval.report import markdown_table, mean_train_tokens_per_s, plot_loss_curves, read_metrics
+from .infer import SamplingConfig, generate_text
 from .reproduce import Experiment, train_pair
-from .train import load_model
 
 DEMO_STEPS = 300
 PROMPTS = ["The President said that", "Fellow citizens of the Senate", "To be, or not to be"]
@@ -37,11 +39,10 @@ def demo_experiment(steps: int = DEMO_STEPS, device: str = "auto") -> Experiment
     })
 
 
-def _samples(model, device) -> list[str]:
-    from .infer import SamplingConfig
-
-    return [model.generate(prompt, max_new_tokens=48, sampling=SamplingConfig(temperature=0.8, top_k=40),
-                           generator=torch.Generator(device=device).manual_seed(i))
+def _samples(model) -> list[str]:
+    device = model.head_weight.device
+    return [generate_text(model, prompt, max_new_tokens=48, sampling=SamplingConfig(temperature=0.8, top_k=40),
+                          generator=torch.Generator(device=device).manual_seed(i))
             for i, prompt in enumerate(PROMPTS)]
 
 
@@ -56,15 +57,15 @@ def run_demo(out_dir: str | Path = "runs/demo", steps: int | None = None, device
 
     results: dict[str, dict] = {}
     for name, run_dir in runs.items():
-        model = load_model(run_dir, device="cuda" if device == "auto" and torch.cuda.is_available() else "cpu")
+        model = load_model(run_dir, resolve_device(device))
         train_logs = [r for r in read_metrics(run_dir) if r["split"] == "train"]
         results[name] = {
             "tokens_per_s": mean_train_tokens_per_s(run_dir),
             "tokens_seen": train_logs[-1]["tokens"] if train_logs else 0,
-            "samples": _samples(model, model.head_weight.device),
+            "samples": _samples(model),
         }
     plot_loss_curves({n: runs[n] for n in ("gpt", "ftp")}, out_dir / "loss_curves.png")
-    paper = compare(runs["ftp"], runs["gpt"], out_dir / "paper", experiment.suite)
+    paper = compare(runs["ftp"], runs["gpt"], out_dir / "paper", experiment.suite, device=device)
     results["train_seconds_this_call"] = train_seconds
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     report = out_dir / "report.md"

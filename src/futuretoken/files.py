@@ -1,10 +1,13 @@
-"""File helpers shared by data preparation and checkpoints: hashes and atomic writes."""
+"""File helpers shared by data preparation and checkpoints: hashes, atomic writes, locks."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -38,3 +41,21 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing) for the block's duration.
+
+    flock waits without a timeout and is released by the kernel when the holder dies, so a
+    process that waits here for another one's long job (preparing a corpus) never times out
+    and never waits for a crashed holder.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -93,17 +93,19 @@ def run_tasks(base: RunConfig, settings: TaskSettings, out_dir: Path) -> dict:
     from .eval.pathstar import pathstar_experiment, prepare_pathstar_corpus
 
     results: dict[str, dict] = {}
+    device = base.train.device
     jobs = []
     if settings.countdown:
         jobs.append(("E6 countdown", prepare_countdown_corpus,
                      dict(difficulties=settings.difficulties),
                      lambda runs: {m: {f"{d} numbers": v for d, v in r.items()} for m, r in countdown_experiment(
-                         runs, n_eval=settings.n_eval, difficulties=settings.difficulties).items()}))
+                         runs, n_eval=settings.n_eval, difficulties=settings.difficulties, device=device).items()}))
     if settings.pathstar:
         star = (settings.star_degree, settings.star_length)
         jobs.append(("E7 path-star", prepare_pathstar_corpus, dict(settings=(star,)),
                      lambda runs: {m: {f"degree {s[0]}, length {s[1]}": v for s, v in r.items()}
-                                   for m, r in pathstar_experiment(runs, settings=(star,), n_eval=settings.n_eval).items()}))
+                                   for m, r in pathstar_experiment(runs, settings=(star,), n_eval=settings.n_eval,
+                                                                       device=device).items()}))
     for name, prepare_corpus, corpus_kwargs, evaluate in jobs:
         task_dir = out_dir / name.split()[1]
         data_dir = task_dir / "data"
@@ -135,7 +137,7 @@ def render_tasks(tasks: dict, settings: TaskSettings) -> str:
 def reproduce(experiment: Experiment, out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     runs = train_pair(experiment.run, out_dir)
-    report = compare(runs["ftp"], runs["gpt"], out_dir / "paper", experiment.suite)
+    report = compare(runs["ftp"], runs["gpt"], out_dir / "paper", experiment.suite, device=experiment.run.train.device)
     text = report.read_text()
     if experiment.tasks is not None:
         tasks = run_tasks(experiment.run, experiment.tasks, out_dir / "tasks")

@@ -20,10 +20,10 @@ import time
 import torch
 
 from ..config import ModelConfig, TrainConfig
+from ..devices import autocast_dtype
 from ..model import MODELS, training_flops_per_token
 from ..train.memory import apply_activation_checkpointing
 from ..train.optim import make_optimizer
-from ..train.trainer import autocast_dtype
 from .env import environment
 
 # Dense bf16 tensor-core peaks (FLOP/s), from the vendors' data sheets.
@@ -64,7 +64,7 @@ def measure(model_type: str, preset: str, batch_size: int, decoder_fraction: flo
     torch.manual_seed(0)
     model = MODELS[model_type](cfg).to(device).train()
     apply_activation_checkpointing(model, checkpointing)
-    optimizer = make_optimizer(model, TrainConfig(), device.type)
+    optimizer = make_optimizer(model, TrainConfig())
     amp = autocast_dtype("auto", device)
     loss_fn = torch.compile(model.loss) if compile else model.loss
     tokens = torch.randint(0, cfg.vocab_size, (batch_size, cfg.block_size + model.horizon), device=device)

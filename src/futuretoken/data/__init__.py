@@ -8,7 +8,8 @@
 from .corpora import iter_documents
 from .errors import DataError
 from .prepare import prepare
+from .sampler import WindowSampler
 from .shards import TokenShards
 from .tokenizer import Tokenizer, load_tokenizer
 
-__all__ = ["DataError", "TokenShards", "Tokenizer", "iter_documents", "load_tokenizer", "prepare"]
+__all__ = ["DataError", "TokenShards", "Tokenizer", "WindowSampler", "iter_documents", "load_tokenizer", "prepare"]

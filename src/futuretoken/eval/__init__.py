@@ -1,3 +1,5 @@
-from .smoothness import adjacent_cosine, smoothness
+"""The paper's experiments (E1-E7), their statistics and reports."""
 
-__all__ = ["adjacent_cosine", "smoothness"]
+from .smoothness import adjacent_cosine, smoothness_stats
+
+__all__ = ["adjacent_cosine", "smoothness_stats"]

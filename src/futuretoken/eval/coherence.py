@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ..data.cache import Archive, cache_dir, fetch
-from ..infer.generate import generate
+from ..infer.generate import batches_by_length, generate
 from ..infer.sampling import SamplingConfig
 
 Judge = Callable[[list[str]], np.ndarray]  # texts -> (n, dim) sentence vectors
@@ -104,11 +104,6 @@ def score_windows(prompts: Sequence[str], windows: Sequence[Sequence[str]], judg
     return np.einsum("nd,nmd->nm", p, w)
 
 
-def window_scores(prompt: str, continuation_windows: Sequence[str], judge: Judge) -> np.ndarray:
-    """(n_windows,) cosine between the prompt and each window of its continuation under `judge`."""
-    return score_windows([prompt], [continuation_windows], judge)[0]
-
-
 def split_windows(tokens: Sequence[int], tokenizer, window: int) -> list[str]:
     """Consecutive full windows of `window` tokens, each decoded alone, end-of-text written as a newline."""
     eot, tokens = tokenizer.eot_token, list(tokens)
@@ -148,21 +143,17 @@ def coherence_experiment(model, prompts: Sequence[str], judge: Judge | None = No
     ids = [[tok.eot_token, *t][:keep] for t in tok.encode_batch(list(prompts))]
     seen = [tok.decode(t[1:]) for t in ids]  # the prompt as the model saw it
     device = model.head_weight.device
-    by_length: dict[int, list[int]] = {}
-    for i, t in enumerate(ids):
-        by_length.setdefault(len(t), []).append(i)
+    groups = batches_by_length([len(t) for t in ids], batch_size)
 
     per_seed, eot_hits, examples = [], 0, []
     for seed in seeds:
         gen = torch.Generator(device).manual_seed(seed)
         new: list[list[int]] = [[] for _ in ids]
-        for length, rows in sorted(by_length.items()):
-            for b in range(0, len(rows), batch_size):
-                chunk = rows[b : b + batch_size]
-                prompt = torch.tensor([ids[i] for i in chunk], device=device)  # (b, length)
-                out = generate(model, prompt, max_new_tokens, "ar", sampling=sampling, generator=gen).tokens
-                for i, row in zip(chunk, out[:, length:].tolist()):
-                    new[i] = row
+        for chunk in groups:
+            prompt = torch.tensor([ids[i] for i in chunk], device=device)  # (b, length)
+            out = generate(model, prompt, max_new_tokens, "ar", sampling=sampling, generator=gen).tokens
+            for i, row in zip(chunk, out[:, prompt.shape[1]:].tolist()):
+                new[i] = row
         eot_hits += sum(tok.eot_token in row for row in new)
         windows = [split_windows(row, tok, window) for row in new]
         scores = score_windows(seen, windows, judge)  # (n_prompts, n_windows)

@@ -34,15 +34,15 @@ import ast
 import json
 import random
 import zlib
-from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..checkpoint import load_model
 from ..data import prepare
-from ..infer.generate import generate
+from ..infer.generate import batches_by_length, generate
 from ..infer.sampling import SamplingConfig
 from .sandbox import run_untrusted
 
@@ -200,10 +200,6 @@ def score_many(problems: Sequence[Problem], programs: Sequence[str], timeout_s: 
 def resolve_models(models: Mapping[str, object], device: str | torch.device = "auto") -> dict[str, object]:
     """Run folders (str or Path) are loaded with ft.load on `device` ("auto": CUDA when available);
     model objects are used as they are, on their own device."""
-    from ..train import load_model
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     return {name: load_model(m, device) if isinstance(m, (str, Path)) else m for name, m in models.items()}
 
 
@@ -218,20 +214,15 @@ def complete_greedy(model, prompts: Sequence[str], max_new_tokens: int, batch_si
     if tok is None:
         raise ValueError("the model has no .tokenizer: load it with ft.load(run_dir) or pass tokenizer=")
     ids = [[tok.eot_token, *tok.encode(p)] for p in prompts]
-    groups: dict[int, list[int]] = defaultdict(list)
-    for i, row in enumerate(ids):
-        groups[len(row)].append(i)
     device = model.head_weight.device
     out = [""] * len(prompts)
-    for length, members in groups.items():
-        for start in range(0, len(members), batch_size):
-            chunk = members[start:start + batch_size]
-            batch = torch.tensor([ids[i] for i in chunk], device=device)  # (b, length)
-            result = generate(model, batch, max_new_tokens, strategy=strategy, sampling=SamplingConfig(temperature=0.0))
-            for i, row in zip(chunk, result.tokens[:, length:].tolist()):
-                if tok.eot_token in row:
-                    row = row[:row.index(tok.eot_token)]
-                out[i] = tok.decode(row).split("\n", 1)[0].strip()
+    for chunk in batches_by_length([len(row) for row in ids], batch_size):
+        batch = torch.tensor([ids[i] for i in chunk], device=device)  # (b, length)
+        result = generate(model, batch, max_new_tokens, strategy=strategy, sampling=SamplingConfig(temperature=0.0))
+        for i, row in zip(chunk, result.tokens[:, batch.shape[1]:].tolist()):
+            if tok.eot_token in row:
+                row = row[:row.index(tok.eot_token)]
+            out[i] = tok.decode(row).split("\n", 1)[0].strip()
     return out
 
 

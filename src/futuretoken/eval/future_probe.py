@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from ..data import WindowSampler
 from ..model import FTP, LanguageModel
-from ..train.sampler import WindowSampler
 
 
 def train_future_probe(model: LanguageModel, train_tokens, val_tokens, steps: int = 200, batch_size: int = 16,

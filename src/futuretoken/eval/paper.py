@@ -17,13 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import TokenShards
+from ..checkpoint import checkpoint_step, list_checkpoints, load_model, run_data_dir
+from ..data import TokenShards, WindowSampler
+from ..devices import resolve_device
 from ..model import training_flops_per_token
-from ..train import WindowSampler, evaluate, list_checkpoints, load_model, run_data_dir
+from ..train import evaluate
 from .future_probe import train_future_probe
 from .matched import pick_matched_pair
 from .report import markdown_table, save_figure, subplots
-from .smoothness import adjacent_cosine
+from .smoothness import smoothness_stats
 
 
 @dataclass
@@ -44,27 +46,11 @@ def next_token_loss(model, val_tokens, batches: int) -> float:
     return evaluate(model, sampler, batches, model.head_weight.device)["next_token_loss"]
 
 
-def checkpoint_losses(run_dir: Path, batches: int) -> dict[int, float]:
+def checkpoint_losses(run_dir: Path, batches: int, device: torch.device | str = "cpu") -> dict[int, float]:
     """Validation next-token loss of every kept checkpoint of a run, on the same batches."""
     val = TokenShards(run_data_dir(run_dir), "val").tokens
-    out = {}
-    for ckpt in list_checkpoints(run_dir):
-        out[int(ckpt.name.split("-")[1])] = next_token_loss(load_model(ckpt), val, batches)
-    return out
-
-
-@torch.no_grad()
-def smoothness_stats(model, windows: torch.Tensor) -> dict:
-    """E3 on (n, T) windows: per-window mean adjacent cosine, raw and centred on the mean vector."""
-    hidden = torch.cat([model(w[None]).hidden.float() for w in windows])  # (n, T, d)
-    centre = hidden.reshape(-1, hidden.shape[-1]).mean(0)
-    out = {"windows": len(windows)}
-    for name, cos in (("raw", adjacent_cosine(hidden)), ("centred", adjacent_cosine(hidden, centre))):
-        per_window = cos.mean(1)
-        out[name] = {"mean": per_window.mean().item(), "std": per_window.std().item(),
-                     "se": per_window.std().item() / math.sqrt(len(windows)),
-                     "first_text": cos[0].tolist(), "histogram": np.histogram(cos.numpy(), bins=40, range=(-1, 1))[0].tolist()}
-    return out
+    return {checkpoint_step(ckpt): next_token_loss(load_model(ckpt, device), val, batches)
+            for ckpt in list_checkpoints(run_dir)}
 
 
 def held_out_prompts(data_dir: Path, tokenizer, n: int, tokens: int = 24) -> list[str]:
@@ -210,15 +196,17 @@ def render_compare(results: dict) -> str:
 
 
 def compare(run_ftp: str | Path, run_gpt: str | Path, out_dir: str | Path, settings: SuiteSettings | None = None,
-            judge=None) -> Path:
+            judge=None, device: torch.device | str = "auto") -> Path:
     """Pick the matched checkpoint pair, run E1-E5 on both (+ floors), write report.md, results.json, plots."""
     settings = settings or SuiteSettings()
+    device = resolve_device(device)
     run_ftp, run_gpt, out_dir = Path(run_ftp), Path(run_gpt), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    losses_f, losses_g = checkpoint_losses(run_ftp, settings.eval_batches), checkpoint_losses(run_gpt, settings.eval_batches)
+    losses_f = checkpoint_losses(run_ftp, settings.eval_batches, device)
+    losses_g = checkpoint_losses(run_gpt, settings.eval_batches, device)
     pair = pick_matched_pair(losses_f, losses_g)
-    models = {"ftp": load_model(run_ftp / "checkpoints" / f"step-{pair.step_a:07d}"),
-              "gpt": load_model(run_gpt / "checkpoints" / f"step-{pair.step_b:07d}")}
+    models = {"ftp": load_model(run_ftp / "checkpoints" / f"step-{pair.step_a:07d}", device),
+              "gpt": load_model(run_gpt / "checkpoints" / f"step-{pair.step_b:07d}", device)}
     results = {name: evaluate_model(m, run_data_dir(run), settings, judge, bag_of_words=name == "ftp")
                for (name, m), run in zip(models.items(), (run_ftp, run_gpt))}
     results["matched_pair"] = {"step_ftp": pair.step_a, "step_gpt": pair.step_b, "loss_ftp": pair.loss_a,
@@ -233,10 +221,11 @@ def compare(run_ftp: str | Path, run_gpt: str | Path, out_dir: str | Path, setti
     return report
 
 
-def evaluate_run(run: str | Path, out_dir: str | Path, settings: SuiteSettings | None = None, judge=None) -> Path:
+def evaluate_run(run: str | Path, out_dir: str | Path, settings: SuiteSettings | None = None, judge=None,
+                 device: torch.device | str = "auto") -> Path:
     """`futuretoken eval RUN --suite paper`: E1-E5 on one run's newest checkpoint -> results.json."""
     settings = settings or SuiteSettings()
-    model = load_model(run)
+    model = load_model(run, device)
     result = evaluate_model(model, run_data_dir(run), settings, judge)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

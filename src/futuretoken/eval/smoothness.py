@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -18,12 +21,15 @@ def adjacent_cosine(hidden: Tensor, mean: Tensor | None = None) -> Tensor:
 
 
 @torch.no_grad()
-def smoothness(model, batches: list[Tensor]) -> dict[str, float]:
-    """Mean adjacent cosine, raw and centred, over held-out token batches of shape (B, T)."""
-    model.eval()
-    device = next(model.parameters()).device
-    hidden = torch.cat([model(b.to(device)).hidden.float() for b in batches])  # (n, T, d)
+def smoothness_stats(model, windows: Tensor) -> dict:
+    """E3 on (n, T) token windows: per-window mean adjacent cosine, raw and centred on the mean vector."""
+    device = model.head_weight.device
+    hidden = torch.cat([model(w[None].to(device)).hidden.float() for w in windows])  # (n, T, d)
     centre = hidden.reshape(-1, hidden.shape[-1]).mean(0)
-    raw, centred = adjacent_cosine(hidden), adjacent_cosine(hidden, centre)
-    return {"cosine": raw.mean().item(), "cosine_std": raw.std().item(),
-            "cosine_centred": centred.mean().item(), "cosine_centred_std": centred.std().item()}
+    out = {"windows": len(windows)}
+    for name, cos in (("raw", adjacent_cosine(hidden)), ("centred", adjacent_cosine(hidden, centre))):
+        per_window = cos.mean(1)
+        out[name] = {"mean": per_window.mean().item(), "std": per_window.std().item(),
+                     "se": per_window.std().item() / math.sqrt(len(windows)), "first_text": cos[0].tolist(),
+                     "histogram": np.histogram(cos.cpu().numpy(), bins=40, range=(-1, 1))[0].tolist()}
+    return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from .export import export_hf, export_sentence_transformer, hf_tokenizer
+from .export import export_hf, hf_tokenizer
 from .lm_eval_tasks import TASK, build_local_task, evaluate_local_task
 from .modeling import (
     BASE_MODELS,
@@ -38,5 +38,5 @@ for _kind, _config in CONFIGS.items():
 
 __all__ = [
     "FTPConfig", "FTPForCausalLM", "FTPModel", "GPTConfig", "GPTForCausalLM", "GPTModel", "TASK",
-    "build_local_task", "evaluate_local_task", "export_hf", "export_sentence_transformer", "hf_tokenizer",
+    "build_local_task", "evaluate_local_task", "export_hf", "hf_tokenizer",
 ]

@@ -12,8 +12,8 @@ import json
 import shutil
 from pathlib import Path
 
+from ..checkpoint import load_model
 from ..data.tokenizer import EOT, TiktokenTokenizer, Tokenizer
-from ..train.checkpoint import load_model
 from .modeling import BASE_MODELS, CAUSAL_LM, CONFIGS
 
 MODELING_FILE = "modeling_futuretoken.py"
@@ -92,12 +92,6 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, pool: str = "mean") -> P
     hf_tokenizer(model.tokenizer, model.config.block_size).save_pretrained(out)
     _write_sentence_transformer_files(out, model.config.n_embd, model.config.block_size, pool)
     return out
-
-
-def export_sentence_transformer(run_dir: str | Path, out_dir: str | Path, pool: str = "mean") -> Path:
-    """Same folder as export_hf; `SentenceTransformer(OUT).encode(texts)` == `model.embed(texts, pool=pool)`
-    for texts up to block_size tokens (sentence-transformers truncates, futuretoken windows longer ones)."""
-    return export_hf(run_dir, out_dir, pool)
 
 
 def _write_sentence_transformer_files(out: Path, dim: int, max_seq_length: int, pool: str) -> None:

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import sys
-from itertools import groupby
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..checkpoint import load_model
 from .embed import embed
-from .generate import generate
+from .generate import batches_by_length, generate
 from .sampling import SamplingConfig
+from .text import tokenizer_of
 
 
 def _load(run: str, device: str):
-    from ..data import load_tokenizer
-    from ..train import load_model
-
-    return load_model(run, device), load_tokenizer(run)
+    model = load_model(run, device)
+    return model, tokenizer_of(model)
 
 
 class _Streamer:
@@ -44,15 +43,13 @@ def generate_command(args, prompts: list[str]) -> None:
     for i, ids in enumerate(encoded):
         if not ids:
             raise ValueError(f"prompt {i} is empty after tokenisation; give some text")
-    # Prompts of equal token length run as one batch.
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     outputs: dict[int, str] = {}
-    for _, group in groupby(order, key=lambda i: len(encoded[i])):
-        group = list(group)
-        single = len(prompts) == 1
+    single = len(prompts) == 1
+    for group in batches_by_length([len(ids) for ids in encoded], args.batch_size):
         if single:
             sys.stdout.write(prompts[0])
-        result = generate(model, torch.tensor([encoded[i] for i in group]), args.max_new_tokens,
+        result = generate(model, torch.tensor([encoded[i] for i in group], device=model.head_weight.device),
+                          args.max_new_tokens,
                           strategy=args.strategy, sampling=sampling, draft_len=args.draft_len,
                           generator=generator, stream=_Streamer(tokenizer) if single else None)
         s = result.stats

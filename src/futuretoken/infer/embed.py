@@ -19,17 +19,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .text import tokenizer_of
+
 POOLS = ("mean", "last", "tokens")
 
 
 def embed(
     model,
-    token_lists: Sequence[Sequence[int]],
+    token_lists: Sequence[Sequence[int]] | Sequence[str],
     pool: str = "mean",
     batch_size: int = 32,
     window: int | None = None,
 ) -> np.ndarray | list[np.ndarray]:
-    """Embed tokenised texts with the model's encoder.
+    """Embed texts with the model's encoder: token-id lists, or strings (tokenised with `model.tokenizer`).
 
     pool: "mean" (average over the text's tokens) or "last" (the last token's vector) ->
         float32 array (n, d); "tokens" -> a list of float32 arrays (len_i, d).
@@ -48,6 +50,8 @@ def embed(
         )
     stride = window // 2
     V = model.config.vocab_size
+    if token_lists and isinstance(token_lists[0], str):
+        token_lists = tokenizer_of(model).encode_batch(list(token_lists))
     texts = [np.asarray(t, dtype=np.int64).reshape(-1) for t in token_lists]
     for i, t in enumerate(texts):
         if len(t) == 0:

@@ -164,6 +164,16 @@ def generate(
     return GenerationResult(tokens=tokens, stats=stats)
 
 
+def batches_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices of prompts grouped by equal length (shortest first), at most batch_size per group:
+    `generate` takes equal-length prompts only."""
+    by_length: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        by_length.setdefault(n, []).append(i)
+    return [group[b : b + batch_size] for _, group in sorted(by_length.items())
+            for b in range(0, len(group), batch_size)]
+
+
 def _as_prompt(prompt_ids, vocab_size: int) -> Tensor:
     """Tensor or (nested) list -> (B, t) long tensor, with clear errors for what cannot work."""
     if not isinstance(prompt_ids, Tensor):
@@ -232,12 +242,12 @@ class _Run:
         memory = model.memory(h)  # cross-attention K/V, reused by every later step of a draft
         cache = model.new_decoder_cache(h.shape[0])
         features = model.decode(last[:, None], memory, h, cache=cache)  # (M, 1, d)
-        return _Step1(memory, cache, probs(features[:, 0] @ model.head_weight.T, self.cfg))
+        return _Step1(memory, cache, probs(model.head(features[:, 0]), self.cfg))
 
     def _next_token_probs(self) -> Tensor:
         """(B, V) `ar` distribution of the token after the last encoded one."""
         if not self.ftp:
-            return probs(self.h @ self.model.head_weight.T, self.cfg)
+            return probs(self.model.head(self.h), self.cfg)
         return self._step1(self.h, self.last).q
 
     def _sample(self, p: Tensor) -> Tensor:
@@ -267,7 +277,7 @@ class _Run:
         tokens, dists = [tok], [first.q]
         for _ in range(k - 1):
             features = model.decode(tok[:, None], first.memory, self.h, cache=first.cache)  # (B, 1, d)
-            q = probs(features[:, 0] @ model.head_weight.T, self.cfg)  # (B, V)
+            q = probs(model.head(features[:, 0]), self.cfg)  # (B, V)
             tok = self._sample(q)
             tokens.append(tok)
             dists.append(q)

@@ -14,7 +14,8 @@ softmax and elementwise work are ignored. Per token of the encoder's input:
                            + L_dec * (4 N d + 4 P d)          # self and cross scores
                            + 2 d V) ]                         # head on every decoder output
   training  = 3 * forward
-with f the share of positions that go through the decoder (decoder_fraction).
+with f the share of positions that go through the decoder (decoder_fraction) and V the padded
+vocabulary (the embedding's rows, ModelConfig.padded_vocab_size), as nanoGPT counts it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def encoder_forward_flops(c: ModelConfig) -> float:
 
 
 def forward_flops_per_token(c: ModelConfig, model_type: str) -> float:
-    d, V = c.n_embd, c.vocab_size
+    d, V = c.n_embd, c.padded_vocab_size
     if model_type == "gpt":
         return encoder_forward_flops(c) + 2 * d * V
     if model_type != "ftp":

@@ -80,18 +80,19 @@ class FTP(LanguageModel):
         h = self.encoder(idx, cache)  # (B, T, d)
         flat_h = h.reshape(B * T, -1)
         features = self.decode(idx.reshape(B * T, 1), self.memory(flat_h), flat_h)  # (B*T, 1, d)
-        return ModelOutput(hidden=h, logits=(features[:, 0] @ self.head_weight.T).view(B, T, -1))
+        return ModelOutput(hidden=h, logits=self.head(features[:, 0]).view(B, T, -1))
 
     def loss(self, tokens: Tensor) -> LossOutput:
         """tokens: (B, T + N) -> gamma-weighted loss over the N future tokens of every position."""
-        N = self.config.horizon
+        c = self.config
+        N = c.horizon
         h = self.encoder(tokens[:, :-N])  # (B, T, d)
         B, T, d = h.shape
-        inputs, targets = future_targets(tokens, N, self.config.eot_token)  # (B, T, N) each
+        inputs, targets = future_targets(tokens, N, c.eot_token)  # (B, T, N) each
         h, inputs, targets = h.reshape(B * T, d), inputs.reshape(B * T, N), targets.reshape(B * T, N)
-        if self.training and self.config.decoder_fraction < 1.0:
+        if self.training and c.decoder_fraction < 1.0:
             # Train the decoder on a random subset of positions; the encoder still sees all.
-            keep = torch.randperm(B * T, device=h.device)[: max(1, round(self.config.decoder_fraction * B * T))]
+            keep = torch.randperm(B * T, device=h.device)[: max(1, round(c.decoder_fraction * B * T))]
             h, inputs, targets = h[keep], inputs[keep], targets[keep]
         features = self.decode(inputs, self.memory(h), h)  # (M, N, d)
-        return future_loss(features, self.head_weight, targets, self.config.gamma, self.config.loss_chunk)
+        return future_loss(features, self.head_weight, targets, c.gamma, c.loss_chunk, c.vocab_size, c.loss_impl)

@@ -23,10 +23,12 @@ class GPT(LanguageModel):
 
     def forward(self, idx: Tensor, cache: list[KVCache] | None = None) -> ModelOutput:
         h = self.encoder(idx, cache)  # (B, T, d)
-        return ModelOutput(hidden=h, logits=h @ self.head_weight.T)  # (B, T, V)
+        return ModelOutput(hidden=h, logits=self.head(h))  # (B, T, V)
 
     def loss(self, tokens: Tensor) -> LossOutput:
-        """tokens: (B, T + 1). Mean next-token cross-entropy; per_distance has one entry."""
+        """tokens: (B, T + 1). Next-token cross-entropy; per_distance has one entry."""
+        c = self.config
         h = self.encoder(tokens[:, :-1])  # (B, T, d)
-        targets = tokens[:, 1:, None]  # (B, T, 1)
-        return future_loss(h[:, :, None], self.head_weight, targets, 1.0, self.config.loss_chunk)
+        targets = tokens[:, 1:].reshape(-1, 1)  # (B*T, 1)
+        return future_loss(h.reshape(-1, 1, c.n_embd), self.head_weight, targets, 1.0, c.loss_chunk, c.vocab_size,
+                           c.loss_impl)

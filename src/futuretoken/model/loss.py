@@ -1,9 +1,19 @@
-"""Future targets, document-boundary masks, distance weights and a chunked linear cross-entropy.
+"""Future targets, document-boundary masks, distance weights and the linear cross-entropy.
 
 The FTP decoder makes B*T*N predictions over a V-way vocabulary; the (B, T, N, V) logit
-tensor would take gigabytes, so `linear_cross_entropy` never builds more than
-`chunk` rows of logits at once: it computes each chunk's loss and its gradients
-in the forward pass and keeps only the (rows, d) and (V, d) gradients.
+tensor would take gigabytes, so the loss never builds more than a chunk of logits at once.
+Two implementations compute the same numbers:
+- "torch": `torch.nn.functional.linear_cross_entropy` with chunking options (torch >= 2.13),
+  one call per distance k (the weight gamma^(k-1) is constant within a call);
+- "chunked": our own autograd Function, which computes each chunk's loss and its gradients
+  in the forward pass and keeps only the (rows, d) and (V, d) gradients. It is the fallback
+  for older torch and the reference the tests hold the library path to.
+Both do forward work only when autograd will not need gradients (no_grad, inference_mode,
+frozen inputs).
+
+The loss is returned as sums plus the normaliser, not as a mean: a training step spread
+over micro-batches and processes divides the sum of all of them by the weight of all their
+counted targets, so the gradient does not depend on how the global batch was split.
 """
 
 from __future__ import annotations
@@ -11,16 +21,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 IGNORE = -100
+IMPLEMENTATIONS = ("auto", "torch", "chunked")
+HAS_TORCH_LINEAR_CE = hasattr(torch.nn, "LinearCrossEntropyOptions")
 
 
 @dataclass
 class LossOutput:
-    total: Tensor  # scalar: sum_k gamma^(k-1) * CE_k, normalised by the weights of the counted targets
-    per_distance: Tensor  # (N,) mean CE of the prediction k tokens ahead, k = 1..N (detached)
+    weighted_sum: Tensor  # scalar, differentiable: sum over counted targets of gamma^(k-1) * CE
+    weight: Tensor  # scalar: sum of gamma^(k-1) over the counted targets (the mean's denominator)
+    ce_sum: Tensor  # (N,) summed CE of the predictions k tokens ahead, k = 1..N (detached)
     n_targets: Tensor  # (N,) how many targets were counted at each distance
+
+    @property
+    def total(self) -> Tensor:
+        """Scalar, differentiable: the gamma-weighted mean CE of this batch."""
+        return self.weighted_sum / self.weight.clamp_min(1e-12)
+
+    @property
+    def per_distance(self) -> Tensor:
+        """(N,) mean CE at distance k (detached)."""
+        return self.ce_sum / self.n_targets.clamp_min(1)
 
 
 def future_targets(tokens: Tensor, horizon: int, eot_token: int | None) -> tuple[Tensor, Tensor]:
@@ -45,77 +69,121 @@ def future_targets(tokens: Tensor, horizon: int, eot_token: int | None) -> tuple
     return inputs, targets
 
 
-def distance_weights(horizon: int, gamma: float, device=None) -> Tensor:
+def distance_weights(horizon: int, gamma: float, device=None, dtype=torch.float32) -> Tensor:
     """(N,) gamma^(k-1) for k = 1..N."""
-    return gamma ** torch.arange(horizon, device=device, dtype=torch.float32)
+    return gamma ** torch.arange(horizon, device=device, dtype=dtype)
+
+
+def _chunked_ce(x: Tensor, weight: Tensor, targets: Tensor, row_weights: Tensor, chunk: int, vocab: int,
+                with_grad: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Per-row CE of (x @ weight^T)[:, :vocab], and (with_grad) the gradients of sum(row_weights * CE).
+
+    x: (M, d), weight: (V_padded, d), targets: (M,), row_weights: (M,). Rows of `weight` past
+    `vocab` (padding) are never predicted: their logits are cut off before the softmax.
+    """
+    acc = torch.promote_types(x.dtype, torch.float32)  # softmax in fp32 even under bf16
+    losses = torch.zeros(x.shape[0], device=x.device, dtype=acc)  # (M,)
+    grad_x = torch.zeros_like(x) if with_grad else None
+    grad_w = torch.zeros(weight.shape, device=weight.device, dtype=acc) if with_grad else None
+    for start in range(0, x.shape[0], chunk):
+        rows = slice(start, start + chunk)
+        xc, yc = x[rows], targets[rows]
+        logits = (xc @ weight.T).to(acc)[:, :vocab]  # (c, V): the only logits alive at once
+        valid = yc != IGNORE
+        safe_y = yc.clamp_min(0)
+        lse = torch.logsumexp(logits, dim=-1)  # (c,)
+        losses[rows] = torch.where(valid, lse - logits.gather(1, safe_y[:, None]).squeeze(1), 0.0)
+        if with_grad:  # dCE/dlogits = softmax - onehot, built in the logits' own memory
+            grad_logits = logits.sub_(lse[:, None]).exp_()
+            grad_logits[torch.arange(len(yc), device=x.device), safe_y] -= 1.0
+            grad_logits *= (row_weights[rows] * valid)[:, None]
+            grad_logits = grad_logits.to(x.dtype)
+            grad_x[rows] = grad_logits @ weight[:vocab].to(x.dtype)
+            grad_w[:vocab] += (grad_logits.T @ xc).to(acc)
+    return losses, grad_x, grad_w
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     """Weighted CE of x @ W^T; gradients are computed chunk by chunk during forward."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, targets: Tensor, row_weights: Tensor, chunk: int):
-        # x: (M, d), weight: (V, d), targets: (M,), row_weights: (M,)
-        needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        acc = torch.promote_types(x.dtype, torch.float32)  # softmax in fp32 even under bf16
-        losses = torch.zeros(x.shape[0], device=x.device, dtype=acc)  # (M,)
-        grad_x = torch.zeros_like(x) if needs_grad else None
-        grad_w = torch.zeros(weight.shape, device=weight.device, dtype=acc) if needs_grad else None
-        for start in range(0, x.shape[0], chunk):
-            rows = slice(start, start + chunk)
-            xc, yc = x[rows], targets[rows]
-            logits = (xc @ weight.T).to(acc)  # (c, V): the only logits alive at once
-            valid = yc != IGNORE
-            safe_y = yc.clamp_min(0)
-            lse = torch.logsumexp(logits, dim=-1)  # (c,)
-            losses[rows] = torch.where(valid, lse - logits.gather(1, safe_y[:, None]).squeeze(1), 0.0)
-            if needs_grad:  # dCE/dlogits = softmax - onehot, built in the logits' own memory
-                grad_logits = logits.sub_(lse[:, None]).exp_()
-                grad_logits[torch.arange(len(yc), device=x.device), safe_y] -= 1.0
-                grad_logits *= (row_weights[rows] * valid)[:, None]
-                grad_logits = grad_logits.to(x.dtype)
-                grad_x[rows] = grad_logits @ weight.to(x.dtype)
-                grad_w += (grad_logits.T @ xc).to(acc)
+    def forward(ctx, x: Tensor, weight: Tensor, targets: Tensor, row_weights: Tensor, chunk: int, vocab: int):
+        losses, grad_x, grad_w = _chunked_ce(x, weight, targets, row_weights, chunk, vocab, with_grad=True)
         ctx.save_for_backward(grad_x, grad_w)
         ctx.weight_dtype = weight.dtype
         ctx.mark_non_differentiable(losses)
-        return (losses * row_weights.to(acc)).sum(), losses
+        return (losses * row_weights.to(losses.dtype)).sum(), losses
 
     @staticmethod
     def backward(ctx, grad_total: Tensor, _grad_losses: Tensor):
         grad_x, grad_w = ctx.saved_tensors
         gx = grad_x * grad_total.to(grad_x.dtype) if ctx.needs_input_grad[0] else None
         gw = (grad_w * grad_total).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None
-        return gx, gw, None, None, None
+        return gx, gw, None, None, None, None
 
 
-def linear_cross_entropy(
-    x: Tensor, weight: Tensor, targets: Tensor, row_weights: Tensor, chunk: int
-) -> tuple[Tensor, Tensor]:
-    """Weighted cross-entropy of logits x @ weight^T without materialising all logits.
+def linear_cross_entropy(x: Tensor, weight: Tensor, targets: Tensor, row_weights: Tensor, chunk: int,
+                         vocab: int | None = None) -> tuple[Tensor, Tensor]:
+    """Weighted cross-entropy of logits (x @ weight^T)[:, :vocab] without materialising all logits.
 
-    x: (M, d), weight: (V, d), targets: (M,) with IGNORE for skipped rows, row_weights: (M,).
-    Returns (differentiable scalar sum_i row_weights_i * CE_i, per-row CE (M,) without grad).
+    x: (M, d), weight: (V_padded, d), targets: (M,) with IGNORE for skipped rows, row_weights: (M,).
+    Returns (scalar sum_i row_weights_i * CE_i, differentiable when autograd needs it; per-row CE (M,)).
     """
-    return _LinearCrossEntropy.apply(x, weight, targets, row_weights, chunk)
+    vocab = weight.shape[0] if vocab is None else vocab
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return _LinearCrossEntropy.apply(x, weight, targets, row_weights, chunk, vocab)
+    losses, _, _ = _chunked_ce(x, weight, targets, row_weights, chunk, vocab, with_grad=False)
+    return (losses * row_weights.to(losses.dtype)).sum(), losses
+
+
+def resolve_implementation(impl: str) -> str:
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"loss_impl={impl!r} is unknown; choose one of {', '.join(IMPLEMENTATIONS)}")
+    if impl == "auto":
+        return "torch" if HAS_TORCH_LINEAR_CE else "chunked"
+    if impl == "torch" and not HAS_TORCH_LINEAR_CE:
+        raise ValueError(f"loss_impl='torch' needs torch >= 2.13 (F.linear_cross_entropy); this is torch "
+                         f"{torch.__version__}: use loss_impl='chunked' or 'auto'")
+    return impl
+
+
+def _torch_sum_ce(x: Tensor, weight: Tensor, targets: Tensor, chunk: int) -> Tensor:
+    """Summed CE of x @ weight^T over the counted targets, by torch's chunked kernel.
+
+    The kernel is a custom op that autocast does not reach, so the matmul dtype autocast
+    would pick is applied by hand (bf16 on GPU: the head is the largest matmul of a step).
+    """
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+        x, weight = x.to(dtype), weight.to(dtype)
+    half = x.dtype in (torch.float16, torch.bfloat16)  # accumulate the softmax in fp32 even then
+    options = torch.nn.LinearCrossEntropyOptions(batch_chunk_size=chunk, acc_dtype=torch.float32 if half else None)
+    loss = F.linear_cross_entropy(x.contiguous(), weight, targets, reduction="sum", ignore_index=IGNORE,
+                                  options=options)
+    return loss.to(torch.promote_types(loss.dtype, torch.float32))
 
 
 def future_loss(
-    features: Tensor,  # (..., N, d) decoder outputs after the final norm, e.g. (B*T, N, d)
-    head_weight: Tensor,  # (V, d) tied output head
-    targets: Tensor,  # (..., N) with IGNORE for masked targets
+    features: Tensor,  # (M, N, d) decoder outputs after the final norm, e.g. M = B*T
+    head_weight: Tensor,  # (V_padded, d) tied output head
+    targets: Tensor,  # (M, N) with IGNORE for masked targets
     gamma: float,
     chunk: int,
+    vocab: int,  # the real vocabulary: rows of head_weight past it are padding, never predicted
+    impl: str = "auto",
 ) -> LossOutput:
-    """sum_{t,k} gamma^(k-1) CE(x_{t+k}) / sum_{t,k} gamma^(k-1) over the counted targets."""
-    N = targets.shape[-1]
-    valid = targets != IGNORE  # (B, T, N)
-    weights = distance_weights(N, gamma, features.device).expand_as(targets) * valid  # (B, T, N)
-    norm = weights.sum().clamp_min(1e-12)
-    weighted, per_row = linear_cross_entropy(
-        features.reshape(-1, features.shape[-1]), head_weight, targets.reshape(-1),
-        (weights / norm).reshape(-1), chunk,
-    )
-    n_targets = valid.reshape(-1, N).sum(0)  # (N,)
-    per_distance = (per_row.view(-1, N).sum(0) / n_targets.clamp_min(1)).detach()
-    return LossOutput(total=weighted, per_distance=per_distance, n_targets=n_targets)
+    """Sums of gamma^(k-1) * CE(x_{t+k}) over the counted targets, their weight and per-distance sums."""
+    M, N, d = features.shape
+    valid = targets != IGNORE  # (M, N)
+    dist_w = distance_weights(N, gamma, features.device, torch.promote_types(features.dtype, torch.float32))  # (N,)
+    n_targets = valid.sum(0)  # (N,)
+    weight = (n_targets * dist_w).sum()
+    if resolve_implementation(impl) == "torch":
+        w = head_weight[:vocab]
+        ce_sum = torch.stack([_torch_sum_ce(features[:, k], w, targets[:, k], chunk) for k in range(N)])  # (N,)
+        weighted_sum = (ce_sum * dist_w).sum()
+        return LossOutput(weighted_sum, weight, ce_sum.detach(), n_targets)
+    row_weights = (dist_w * valid).reshape(-1)  # (M*N,)
+    weighted_sum, per_row = linear_cross_entropy(features.reshape(-1, d), head_weight, targets.reshape(-1),
+                                                 row_weights, chunk, vocab)
+    return LossOutput(weighted_sum, weight, per_row.view(M, N).sum(0).detach(), n_targets)

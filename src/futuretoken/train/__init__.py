@@ -1,8 +1,6 @@
-from .checkpoint import CheckpointError, latest_valid_checkpoint, list_checkpoints, load_model, run_data_dir
-from .sampler import WindowSampler
-from .trainer import Trainer, TrainingError, TrainResult, evaluate, train
+"""Training: the loop, its objective, optimizer, distributed wrapping and activation checkpointing."""
 
-__all__ = [
-    "CheckpointError", "TrainResult", "Trainer", "TrainingError", "WindowSampler", "evaluate",
-    "latest_valid_checkpoint", "list_checkpoints", "load_model", "run_data_dir", "train",
-]
+from .objective import LossModule, evaluate
+from .trainer import Trainer, TrainingError, TrainResult, ensure_data, train
+
+__all__ = ["LossModule", "TrainResult", "Trainer", "TrainingError", "ensure_data", "evaluate", "train"]

@@ -1,13 +1,19 @@
-"""torchrun integration: process group, device, DDP / FSDP2 wrapping, full state dicts."""
+"""torchrun integration: process group, DDP / FSDP2 wrapping, the collectives and state dicts the
+trainer needs. One process (no torchrun) is the same code with every collective a no-op."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from ..devices import resolve_device
 
 
 @dataclass
@@ -25,19 +31,25 @@ class DistInfo:
         return self.world > 1
 
 
-def setup(device_name: str) -> tuple[DistInfo, torch.device]:
-    """Read torchrun's environment, start the process group, pick this process's device."""
-    info = DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
+def env_info() -> DistInfo:
+    """This process's place in a torchrun launch (rank 0 of 1 without torchrun)."""
+    return DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
                     int(os.environ.get("WORLD_SIZE", 1)))
-    if device_name == "auto":
-        device_name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device_name)
+
+
+def device_for(name: str, info: DistInfo) -> torch.device:
+    """The device of this process: under torchrun each process takes the GPU of its local rank."""
+    device = resolve_device(name)
     if device.type == "cuda":
         device = torch.device("cuda", info.local_rank if info.enabled else (device.index or 0))
         torch.cuda.set_device(device)
+    return device
+
+
+def init(info: DistInfo, device: torch.device) -> None:
+    """Start the process group (NCCL on CUDA, gloo on CPU); nothing for one process."""
     if info.enabled and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return info, device
 
 
 def teardown(info: DistInfo) -> None:
@@ -50,26 +62,30 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def mean_across(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+def sum_across(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Element-wise sum over processes (a collective on the device: no host sync)."""
     if info.enabled:
         value = value.clone()
-        dist.all_reduce(value, op=dist.ReduceOp.AVG if value.device.type == "cuda" else dist.ReduceOp.SUM)
-        if value.device.type != "cuda":  # gloo has no AVG
-            value /= info.world
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
     return value
 
 
-def any_across(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """True on every process when it is true on one (e.g. a stop signal seen by one rank)."""
+def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """[obj of rank 0, obj of rank 1, ...] on every process."""
     if not info.enabled:
-        return flag
-    t = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+        return [obj]
+    out: list[Any] = [None] * info.world
+    dist.all_gather_object(out, obj)
+    return out
 
 
-def wrap(module: nn.Module, info: DistInfo, device: torch.device, parallel: str) -> nn.Module:
-    """DDP (replicated) or FSDP2 (`fully_shard`, sharded) around the loss module."""
+def wrap(module: nn.Module, info: DistInfo, device: torch.device, parallel: str,
+         amp: torch.dtype | None) -> nn.Module:
+    """DDP (replicated) or FSDP2 (`fully_shard`, sharded) around the loss module.
+
+    FSDP runs as torchtitan does: its MixedPrecisionPolicy computes in `amp` (bf16) and
+    reduces gradients in fp32, so no autocast is needed around a sharded module.
+    """
     if not info.enabled:
         return module
     if parallel == "ddp":
@@ -77,15 +93,31 @@ def wrap(module: nn.Module, info: DistInfo, device: torch.device, parallel: str)
 
         return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
     try:
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     except ImportError:  # torch < 2.6
-        from torch.distributed._composable.fsdp import fully_shard
+        from torch.distributed._composable.fsdp import MixedPrecisionPolicy, fully_shard
+    policy = MixedPrecisionPolicy(param_dtype=amp, reduce_dtype=torch.float32) if amp else MixedPrecisionPolicy()
     # Encoder blocks are sharded one by one; the decoder (small, and whose cross-attention
     # keys are computed outside its blocks' forward) stays with the root group.
     for block in module.model.encoder.blocks:
-        fully_shard(block)
-    fully_shard(module)
+        fully_shard(block, mp_policy=policy)
+    fully_shard(module, mp_policy=policy)
     return module
+
+
+def is_sharded(module: nn.Module) -> bool:
+    return hasattr(module, "set_requires_gradient_sync")  # an FSDP2 module
+
+
+def grad_sync(module: nn.Module, enabled: bool):
+    """Context for one micro-step: gradients are reduced across processes only when `enabled`
+    (the last micro-step of an accumulation); earlier ones accumulate locally."""
+    if is_sharded(module):
+        module.set_requires_gradient_sync(enabled)
+        return contextlib.nullcontext()
+    if enabled or not hasattr(module, "no_sync"):
+        return contextlib.nullcontext()
+    return module.no_sync()
 
 
 def full_state_dicts(module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
@@ -101,3 +133,26 @@ def load_full_state_dicts(module: nn.Module, optimizer: torch.optim.Optimizer, m
 
     set_state_dict(module, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd,
                    options=StateDictOptions(full_state_dict=True))
+
+
+def _sharded_state(module: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, dict]:
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_sd, optim_sd = get_state_dict(module, optimizer)  # this process's shards (DTensors)
+    return {"model": model_sd, "optim": optim_sd}
+
+
+def save_sharded(module: nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> None:
+    """Every process writes its own shards of model and optimizer (collective)."""
+    import torch.distributed.checkpoint as dcp
+
+    dcp.save(_sharded_state(module, optimizer), checkpoint_id=str(path))
+
+
+def load_sharded(module: nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    state = _sharded_state(module, optimizer)
+    dcp.load(state, checkpoint_id=str(path))
+    set_state_dict(module, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])

@@ -1,8 +1,14 @@
-"""The training loop: one path for GPT and FTP, one process or many (torchrun)."""
+"""The training loop: one path for GPT and FTP, one process or many (torchrun).
+
+The loop never waits for the device between log intervals: a step's loss statistics stay on
+the device, and a non-finite loss or gradient skips that step's update on the device (the
+fused AdamW `found_inf` mechanism that GradScaler uses). At each sync point (log, validation,
+checkpoint, end) the statistics gathered since the last one are read back once; a skipped
+step then stops the run with the last good checkpoint named.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import shutil
@@ -14,40 +20,32 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch import nn
 
-from ..config import ConfigError, RunConfig
-from ..data import TokenShards, prepare
-from ..files import atomic_write
-from ..model import MODELS, LanguageModel, training_flops_per_token
-from . import distributed as D
-from .checkpoint import (
+from ..checkpoint import (
     CheckpointError,
+    finish_checkpoint,
     latest_valid_checkpoint,
     list_checkpoints,
     load_trainer_state,
     read_meta,
     save_checkpoint,
+    temporary_checkpoint_dir,
+    temporary_checkpoint_path,
 )
+from ..config import ConfigError, DataConfig, RunConfig
+from ..data import TokenShards, WindowSampler, prepare
+from ..data.shards import MANIFEST
+from ..devices import autocast_dtype, make_deterministic, param_dtype
+from ..files import atomic_write, file_lock
+from ..model import MODELS, training_flops_per_token
+from . import distributed as D
 from .memory import apply_activation_checkpointing
+from .objective import LossModule, evaluate, summarise
 from .optim import learning_rate, make_optimizer
-from .sampler import WindowSampler
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the message says what to do."""
-
-
-class LossModule(nn.Module):
-    """forward(tokens) -> (total, per_distance): gives DDP/FSDP a forward to hook into."""
-
-    def __init__(self, model: LanguageModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.model.loss(tokens)
-        return out.total, out.per_distance
 
 
 @dataclass
@@ -58,72 +56,69 @@ class TrainResult:
     interrupted: bool = False
 
 
-def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
-    if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
+def ensure_data(cfg: DataConfig) -> Path:
+    """Prepare the token shards when the data folder has none yet.
 
-
-@torch.no_grad()
-def evaluate(model: LanguageModel | nn.Module, sampler: WindowSampler, n_batches: int, device: torch.device,
-             amp: torch.dtype | None = None) -> dict[str, float | list[float]]:
-    """Mean loss over fixed validation batches: next-token loss, FTP total and per distance.
-
-    `model` is a LanguageModel or its (possibly DDP/FSDP-wrapped) LossModule: sharded
-    parameters are only gathered when the call goes through the wrapper's forward.
+    Every process may call this: the first to take the folder's file lock prepares, the others
+    wait on the lock (not on a collective, so a long preparation never hits a process-group
+    timeout) and then find the finished manifest.
     """
-    loss_fn = LossModule(model) if isinstance(model, LanguageModel) else model
-    was_training = loss_fn.training
-    loss_fn.eval()
-    totals, per_distance = [], []
-    for i in range(n_batches):
-        tokens = sampler.batch(step=i).to(device)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            total, per_k = loss_fn(tokens)
-        totals.append(total.float().item())
-        per_distance.append(per_k.float().cpu())
-    loss_fn.train(was_training)
-    per_k = torch.stack(per_distance).mean(0).tolist()
-    return {"loss": float(np.mean(totals)), "next_token_loss": per_k[0], "per_distance": per_k}
-
-
-def ensure_data(cfg: RunConfig, info: D.DistInfo) -> Path:
-    """Prepare the token shards once (on rank 0) when the data folder does not exist yet."""
-    data_dir = Path(cfg.data.dir)
-    if info.is_main and not (data_dir / "manifest.json").is_file():
-        prepare(corpus=cfg.data.corpus, tokenizer=cfg.data.tokenizer, out_dir=data_dir,
-                val_fraction=cfg.data.val_fraction)
-    D.barrier(info)
+    data_dir = Path(cfg.dir)
+    if (data_dir / MANIFEST).is_file():
+        return data_dir
+    with file_lock(data_dir / ".prepare.lock"):
+        if not (data_dir / MANIFEST).is_file():
+            prepare(corpus=cfg.corpus, tokenizer=cfg.tokenizer, out_dir=data_dir, val_fraction=cfg.val_fraction)
     return data_dir
+
+
+def process_seed(seed: int, rank: int) -> int:
+    """Seed of the random stream (dropout, decoder positions) of process `rank`: distinct per process."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+
+
+# Layout of a step's statistics row: LossModule's stats, then these two flags.
+SKIPPED, STOP = -2, -1
 
 
 class Trainer:
     def __init__(self, cfg: RunConfig, resume: bool = False) -> None:
         self.cfg, tc = cfg, cfg.train
-        self.info, self.device = D.setup(tc.device)
-        self.amp = autocast_dtype(tc.dtype, self.device)
+        self.info = D.env_info()
+        self.device = D.device_for(tc.device, self.info)
         self.run_dir = Path(tc.out_dir)
-        data_dir = ensure_data(cfg, self.info)
-        verify = cfg.data.verify
+        # Data first, before any collective: see ensure_data. Shards are hashed once per node.
+        data_dir = ensure_data(cfg.data)
+        verify = cfg.data.verify and self.info.local_rank == 0
         self.train_tokens = TokenShards(data_dir, "train", verify=verify)
         self.val_tokens = TokenShards(data_dir, "val", verify=verify)
+        D.init(self.info, self.device)
+        if tc.deterministic:
+            make_deterministic()
         # The data decide the vocabulary and the document separator.
         cfg.model.vocab_size = self.train_tokens.vocab_size
         cfg.model.eot_token = self.train_tokens.eot_token
         cfg.model.validate()
 
         self.ckpt = self._checkpoint_to_resume(resume)
-        torch.manual_seed(tc.seed)
-        self.model = MODELS[tc.model](cfg.model).to(self.device)
+        torch.manual_seed(tc.seed)  # the same initial weights in every process
+        self.model = MODELS[tc.model](cfg.model).to(self.device, dtype=param_dtype(tc.dtype))
+        torch.manual_seed(process_seed(tc.seed, self.info.rank))
         apply_activation_checkpointing(self.model, tc.activation_checkpointing)
         window = cfg.model.block_size + self.model.horizon
         self.sampler = WindowSampler(self.train_tokens.tokens, window, tc.batch_size, tc.seed,
-                                     self.info.rank, self.info.world)
-        self.val_sampler = WindowSampler(self.val_tokens.tokens, window, tc.batch_size, tc.seed + 1)
-        self.loss_module = D.wrap(LossModule(self.model), self.info, self.device, tc.parallel)
-        self.optimizer = make_optimizer(self.loss_module, tc, self.device.type)
+                                     self.info.rank, self.info.world, tc.grad_accum)
+        self.val_sampler = WindowSampler(self.val_tokens.tokens, window, tc.batch_size, tc.seed + 1,
+                                         self.info.rank, self.info.world)
+        amp = autocast_dtype(tc.dtype, self.device)
+        self.loss_module = D.wrap(LossModule(self.model), self.info, self.device, tc.parallel, amp)
+        self.sharded = D.is_sharded(self.loss_module)
+        self.amp = None if self.sharded else amp  # FSDP's mixed-precision policy computes in bf16 itself
+        self.optimizer = make_optimizer(self.loss_module, tc)
         self.forward = torch.compile(self.loss_module) if tc.compile else self.loss_module
         self.step, self.tokens_seen = 0, 0
+        self._pending: list[torch.Tensor] = []  # statistics rows of steps not yet read back
+        self._stop_signal: int | None = None
         if self.ckpt is not None:
             self._restore(self.ckpt)
         elif self.info.is_main:
@@ -131,7 +126,6 @@ class Trainer:
             atomic_write(self.run_dir / "run.json", json.dumps(cfg.to_dict() | {"model_type": tc.model}, indent=2))
             shutil.copy(data_dir / "tokenizer.json", self.run_dir / "tokenizer.json")
             (self.run_dir / "metrics.jsonl").write_text("")
-        self._stop_signal: int | None = None
 
     # --- checkpoints -----------------------------------------------------------------------
     def _checkpoint_to_resume(self, resume: bool) -> Path | None:
@@ -161,36 +155,52 @@ class Trainer:
                 f"{ckpt} was trained with a different model config {diff} (saved, now); "
                 "resume with the original config and data, or use another out_dir"
             )
+        if (meta["layout"] == "sharded") != (self.info.enabled and self.cfg.train.parallel == "fsdp"):
+            raise CheckpointError(
+                f"{ckpt} has the '{meta['layout']}' layout, which this launch cannot continue: sharded checkpoints "
+                "are resumed with train.parallel=fsdp under torchrun, full ones without FSDP"
+            )
         return ckpt
 
     def _restore(self, ckpt: Path) -> None:
-        from safetensors.torch import load_file
-
         state = load_trainer_state(ckpt)
-        model_sd = {f"model.{k}": v for k, v in load_file(ckpt / "model.safetensors").items()}
-        D.load_full_state_dicts(self.loss_module, self.optimizer, model_sd, state["optimizer"])
+        if self.sharded:
+            D.load_sharded(self.loss_module, self.optimizer, ckpt / "dcp")
+        else:
+            from safetensors.torch import load_file
+
+            model_sd = {f"model.{k}": v for k, v in load_file(ckpt / "model.safetensors").items()}
+            D.load_full_state_dicts(self.loss_module, self.optimizer, model_sd, state["optimizer"])
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
-        torch.set_rng_state(state["rng_cpu"])
-        if self.device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"])
+        rng = state["rng"][self.info.rank % len(state["rng"])]  # another world size cannot be exact
+        torch.set_rng_state(rng["cpu"])
+        if self.device.type == "cuda" and "cuda" in rng:
+            torch.cuda.set_rng_state(rng["cuda"])
         if self.info.is_main:  # forget metrics logged after the checkpoint: they will be redone
             path = self.run_dir / "metrics.jsonl"
             kept = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= self.step]
             atomic_write(path, "".join(ln + "\n" for ln in kept))
             self._say(f"resumed from {ckpt} at step {self.step}")
 
-    def save(self) -> Path | None:
-        model_sd, optim_sd = D.full_state_dicts(self.loss_module, self.optimizer)
-        if not self.info.is_main:
-            return None
-        trainer_state = {"optimizer": optim_sd, "step": self.step, "tokens_seen": self.tokens_seen,
-                         "rng_cpu": torch.get_rng_state()}
+    def _rng_state(self) -> dict[str, torch.Tensor]:
+        state = {"cpu": torch.get_rng_state()}
         if self.device.type == "cuda":
-            trainer_state["rng_cuda"] = torch.cuda.get_rng_state()
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def save(self) -> Path | None:
+        """Write a checkpoint of the current step (collective: every process calls it)."""
+        trainer_state = {"step": self.step, "tokens_seen": self.tokens_seen,
+                         "rng": D.gather_objects(self._rng_state(), self.info)}
         meta = {"model_type": self.cfg.train.model, "model_config": self.cfg.model.to_dict(),
                 "tokens_seen": self.tokens_seen}
-        model_sd = {k.removeprefix("model."): v for k, v in model_sd.items()}
         try:
+            if self.sharded:
+                return self._save_sharded(trainer_state, meta)
+            model_sd, trainer_state["optimizer"] = D.full_state_dicts(self.loss_module, self.optimizer)
+            if not self.info.is_main:
+                return None
+            model_sd = {k.removeprefix("model."): v for k, v in model_sd.items()}
             return save_checkpoint(self.run_dir, self.step, model_sd, trainer_state, meta,
                                    self.cfg.train.keep_last, self.cfg.train.keep_every)
         except OSError as err:  # disk full, read-only folder, ...: earlier checkpoints are untouched
@@ -199,6 +209,21 @@ class Trainer:
                 f"The previous checkpoint is intact ({latest_valid_checkpoint(self.run_dir) or 'none yet'}); "
                 "free disk space or fix the folder's permissions, then continue with --resume"
             ) from err
+
+    def _save_sharded(self, trainer_state: dict, meta: dict) -> Path | None:
+        """Every process writes its shards into one temporary folder; rank 0 hashes and renames it."""
+        tc = self.cfg.train
+        if self.info.is_main:
+            temporary_checkpoint_dir(self.run_dir, self.step)
+        D.barrier(self.info)
+        tmp = temporary_checkpoint_path(self.run_dir, self.step)
+        D.save_sharded(self.loss_module, self.optimizer, tmp / "dcp")
+        final = None
+        if self.info.is_main:
+            torch.save(trainer_state, tmp / "trainer.pt")
+            final = finish_checkpoint(tmp, self.step, {"layout": "sharded", **meta}, tc.keep_last, tc.keep_every)
+        D.barrier(self.info)  # nobody writes the next checkpoint before this one is in place
+        return final
 
     # --- logging ---------------------------------------------------------------------------
     def _say(self, message: str) -> None:
@@ -214,40 +239,61 @@ class Trainer:
     def _on_signal(self, signum, _frame) -> None:
         self._stop_signal = signum
 
-    def train_step(self) -> tuple[float, list[float]]:
+    def _batch(self, micro: int) -> torch.Tensor:
+        tokens = self.sampler.batch(self.step, micro)  # (b, T + horizon) on the host
+        if self.device.type == "cuda":  # pinned memory: the copy does not wait for the device
+            return tokens.pin_memory().to(self.device, non_blocking=True)
+        return tokens
+
+    def train_step(self) -> torch.Tensor:
+        """One optimizer step. Returns its statistics row on the device: LossModule's stats summed
+        over the global batch, then [skipped, stop requested] (summed over processes)."""
         tc = self.cfg.train
         lr = learning_rate(self.step, tc)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        total = torch.zeros((), device=self.device)
-        per_distance = torch.zeros(self.model.horizon, device=self.device)
+        stats = torch.zeros(2 + 2 * self.model.horizon + 2, dtype=torch.float64, device=self.device)
         for micro in range(tc.grad_accum):
-            tokens = self.sampler.batch(self.step, micro).to(self.device, non_blocking=True)
-            last = micro == tc.grad_accum - 1
-            sync = contextlib.nullcontext() if last or not hasattr(self.loss_module, "no_sync") \
-                else self.loss_module.no_sync()
-            with sync, torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-                loss, per_k = self.forward(tokens)
-                (loss / tc.grad_accum).backward()
-            total += loss.detach() / tc.grad_accum
-            per_distance += per_k.detach().float() / tc.grad_accum
-        total = D.mean_across(total, self.info)
-        loss_value = total.item()
-        if not math.isfinite(loss_value):
-            last = latest_valid_checkpoint(self.run_dir)
-            raise TrainingError(
-                f"loss is {loss_value} at step {self.step + 1}; the update was not applied. "
-                f"Last good checkpoint: {last or 'none'}. Lower train.lr, raise warmup_steps, or check the data; "
-                "then continue with --resume"
-            )
-        if tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.loss_module.parameters(), tc.grad_clip)
+            tokens = self._batch(micro)
+            with D.grad_sync(self.loss_module, micro == tc.grad_accum - 1), \
+                    torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                weighted_sum, micro_stats = self.forward(tokens)
+                weighted_sum.backward()  # a sum: the global normaliser is applied to the gradients below
+            stats[:SKIPPED] += micro_stats
+        stats[STOP].fill_(float(self._stop_signal is not None))
+        stats = D.sum_across(stats, self.info)
+        params = [p for p in self.loss_module.parameters() if p.grad is not None]
+        # DDP and FSDP average gradients over processes; we want their sum over the global weight.
+        scale = (self.info.world / stats[1].clamp_min(1e-12)).float()
+        torch._foreach_mul_([p.grad for p in params], scale)
+        norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip > 0 else math.inf)
+        if hasattr(norm, "full_tensor"):  # FSDP: a DTensor made of every shard's partial norm
+            norm = norm.full_tensor()
+        skipped = ~(torch.isfinite(stats[0]) & torch.isfinite(norm))
+        self.optimizer.found_inf = skipped.float()  # fused AdamW skips the update (and its step count)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_value, D.mean_across(per_distance, self.info).tolist()
+        stats[SKIPPED] = skipped
+        return stats
 
-    def fit(self, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
-        """Train to max_steps. `on_step(step, loss)` runs after every step (hooks, fault injection)."""
+    def _read_back(self) -> list[list[float]]:
+        """The statistics rows of the steps since the last sync point: the one device-to-host copy."""
+        rows = torch.stack(self._pending).tolist() if self._pending else []
+        self._pending = []
+        first_step = self.step - len(rows) + 1
+        for offset, row in enumerate(rows):
+            if row[SKIPPED]:
+                value = summarise(row[:SKIPPED])["loss"]
+                last = latest_valid_checkpoint(self.run_dir)
+                raise TrainingError(
+                    f"loss is {value} (or its gradient is not finite) at step {first_step + offset}; that update "
+                    f"was skipped, so no weight saw it. Last good checkpoint: {last or 'none'}. Lower train.lr, "
+                    "raise warmup_steps, or check the data; then continue with --resume"
+                )
+        return rows
+
+    def fit(self, on_step: Callable[[int], None] | None = None) -> TrainResult:
+        """Train to max_steps. `on_step(step)` runs after every step (hooks, fault injection)."""
         tc = self.cfg.train
         result = TrainResult(self.run_dir, self.step)
         tokens_per_step = tc.batch_size * tc.grad_accum * self.info.world * self.cfg.model.block_size
@@ -262,29 +308,39 @@ class Trainer:
         started, window_start, window_tokens = time.perf_counter(), time.perf_counter(), 0
         try:
             while self.step < tc.max_steps:
-                loss, per_k = self.train_step()
+                self._pending.append(self.train_step())
                 self.step += 1
                 self.tokens_seen += tokens_per_step
                 window_tokens += tokens_per_step
-                result.losses.append(loss)
-                if on_step is not None:
-                    on_step(self.step, loss)
-                if self.step % tc.log_interval == 0 or self.step == tc.max_steps:
-                    elapsed = time.perf_counter() - window_start
-                    tps = window_tokens / max(elapsed, 1e-9)
-                    self._log({"step": self.step, "split": "train", "loss": loss, "per_distance": per_k,
-                               "lr": learning_rate(self.step - 1, tc), "tokens": self.tokens_seen,
-                               "tokens_per_s": tps, "flops_per_s": tps * flops_per_token})
-                    window_start, window_tokens = time.perf_counter(), 0
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
                 if bar is not None:
                     bar.update(1)
-                if self.step % tc.eval_interval == 0 or self.step == tc.max_steps:
-                    metrics = evaluate(self.loss_module, self.val_sampler, tc.eval_batches, self.device, self.amp)
+                if on_step is not None:
+                    on_step(self.step)
+                log = self.step % tc.log_interval == 0 or self.step == tc.max_steps
+                validate = self.step % tc.eval_interval == 0 or self.step == tc.max_steps
+                checkpoint = self.step % tc.ckpt_interval == 0 or self.step == tc.max_steps
+                # One process stops at once; several agree on the signal at the next sync point.
+                signalled = not self.info.enabled and self._stop_signal is not None
+                if not (log or validate or checkpoint or signalled):
+                    continue
+                rows = self._read_back()
+                result.losses += [summarise(r[:SKIPPED])["loss"] for r in rows]
+                stop = any(r[STOP] for r in rows) or signalled
+                if log:
+                    elapsed = time.perf_counter() - window_start
+                    tps = window_tokens / max(elapsed, 1e-9)
+                    metrics = summarise(rows[-1][:SKIPPED])
+                    self._log({"step": self.step, "split": "train", "loss": metrics["loss"],
+                               "per_distance": metrics["per_distance"], "lr": learning_rate(self.step - 1, tc),
+                               "tokens": self.tokens_seen, "tokens_per_s": tps, "flops_per_s": tps * flops_per_token})
+                    window_start, window_tokens = time.perf_counter(), 0
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tps:,.0f}")
+                if validate:
+                    metrics = evaluate(self.loss_module, self.val_sampler, tc.eval_batches, self.device, self.amp,
+                                       self.info)
                     self._log({"step": self.step, "split": "val", "tokens": self.tokens_seen, **metrics})
-                stop = D.any_across(self._stop_signal is not None, self.info, self.device)
-                if self.step % tc.ckpt_interval == 0 or self.step == tc.max_steps or stop:
+                if checkpoint or stop:
                     self.save()
                 if stop:
                     self._say(f"stopped by signal at step {self.step}; checkpoint saved, continue with --resume")
