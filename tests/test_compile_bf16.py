@@ -6,9 +6,9 @@ import futuretoken as ft
 from conftest import tiny_config
 
 
-def test_compiled_loss_and_gradients_equal_eager():
-    model = ft.FTP(tiny_config(block_size=16, n_layer=1, dec_layer=1))
-    tokens = torch.randint(0, 64, (2, 16 + model.horizon))
+def test_compiled_loss_and_gradients_equal_eager(device):
+    model = ft.FTP(tiny_config(block_size=16, n_layer=1, dec_layer=1)).to(device)
+    tokens = torch.randint(0, 64, (2, 16 + model.horizon), device=device)
     compiled = torch.compile(model.loss)(tokens)
     compiled.total.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
@@ -21,12 +21,12 @@ def test_compiled_loss_and_gradients_equal_eager():
         torch.testing.assert_close(grads[n], p.grad, atol=1e-6, rtol=1e-5)
 
 
-def test_bf16_autocast_loss_is_close_to_fp32():
+def test_bf16_autocast_loss_is_close_to_fp32(device):
     for cls in (ft.GPT, ft.FTP):
-        model = cls(tiny_config(vocab_size=512))
-        tokens = torch.randint(0, 512, (4, 32 + model.horizon))
+        model = cls(tiny_config(vocab_size=512)).to(device)
+        tokens = torch.randint(0, 512, (4, 32 + model.horizon), device=device)
         fp32 = model.loss(tokens)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             bf16 = model.loss(tokens)
             bf16.total.backward()
         assert abs(bf16.total.item() - fp32.total.item()) < 2e-2 * fp32.total.item()

@@ -40,13 +40,13 @@ def _one_thread():
 
 
 # --- greedy: exact token-for-token agreement -------------------------------------------------
-def test_greedy_speculative_equals_greedy_ar():
-    model = scrambled()
+def test_greedy_speculative_equals_greedy_ar(device):
+    model = scrambled().to(device)
     g = torch.Generator().manual_seed(0)
     multi_token_passes = 0
     for i in range(10):
         t = 1 + i % 7
-        prompt = torch.randint(0, 32, (1, t), generator=g)
+        prompt = torch.randint(0, 32, (1, t), generator=g).to(device)
         ref = generate(model, prompt, 30, "ar", GREEDY).tokens
         for k in range(1, 5):
             out = generate(model, prompt, 30, "speculative", GREEDY, draft_len=k)
@@ -54,7 +54,7 @@ def test_greedy_speculative_equals_greedy_ar():
             multi_token_passes += out.stats.tokens_per_encoder_pass > 1
     assert multi_token_passes > 0  # drafts were accepted: the comparison exercised acceptance
     # A batch advances by the shortest accepted prefix; each row must still equal its own ar.
-    prompts = torch.randint(0, 32, (5, 6), generator=g)
+    prompts = torch.randint(0, 32, (5, 6), generator=g).to(device)
     ref = generate(model, prompts, 40, "ar", GREEDY).tokens
     for k in (2, 4):
         out = generate(model, prompts, 40, "speculative", GREEDY, draft_len=k)

@@ -34,18 +34,21 @@ def reference_ftp_loss(model: ft.FTP, tokens: torch.Tensor, eot: int | None):
     return num / den, [sum(v) / len(v) for v in per_k]
 
 
+@pytest.mark.parametrize("impl", ["torch", "chunked"])
 @pytest.mark.parametrize("gamma", [1.0, 0.7])
 @pytest.mark.parametrize("eot", [None, EOT])
-def test_ftp_loss_matches_reference_loop(gamma, eot):
-    model = ft.FTP(tiny_config(gamma=gamma, eot_token=eot)).double().eval()
+def test_ftp_loss_matches_reference_loop(gamma, eot, impl, device):
+    model = ft.FTP(tiny_config(gamma=gamma, eot_token=eot, loss_impl=impl)).double().eval().to(device)
     tokens = torch.randint(1, 64, (2, 10 + 4))
     if eot is not None:
         tokens[0, [3, 9]] = EOT
         tokens[1, [5, 6]] = EOT
+    tokens = tokens.to(device)
     out = model.loss(tokens)
     ref_total, ref_per_k = reference_ftp_loss(model, tokens, eot)
     assert abs(out.total.item() - ref_total.item()) < 1e-5
-    torch.testing.assert_close(out.per_distance.double(), torch.tensor(ref_per_k, dtype=torch.double), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.per_distance.double().cpu(), torch.tensor(ref_per_k, dtype=torch.double),
+                               atol=1e-5, rtol=0)
 
 
 def test_gpt_loss_is_plain_cross_entropy():
@@ -122,3 +125,63 @@ def test_loss_is_finite_and_near_log_vocab_at_init():
     out = model.loss(torch.randint(0, 256, (2, 24)))
     assert abs(out.total.item() - math.log(256)) < 0.5
     assert out.n_targets.tolist() == [40] * 4
+
+
+@pytest.mark.parametrize("cls", [ft.GPT, ft.FTP])
+def test_torch_kernel_equals_our_chunked_kernel(cls):
+    """torch's F.linear_cross_entropy (the default where it exists) against our kernel, the
+    reference: same sums, counts and gradients, with end-of-text masks and a padded vocabulary."""
+    results = {}
+    for impl in ("torch", "chunked"):
+        torch.manual_seed(0)
+        model = cls(tiny_config(vocab_size=50, eot_token=EOT, loss_impl=impl, loss_chunk=7)).double()
+        tokens = torch.randint(1, 50, (3, 20 + model.horizon), generator=torch.Generator().manual_seed(1))
+        tokens[:, 5] = EOT
+        out = model.loss(tokens)
+        out.total.backward()
+        results[impl] = (out, {n: p.grad for n, p in model.named_parameters()})
+    (a, ga), (b, gb) = results["torch"], results["chunked"]
+    for field in ("weighted_sum", "weight", "ce_sum", "n_targets"):
+        torch.testing.assert_close(getattr(a, field), getattr(b, field), rtol=1e-10, atol=1e-10)
+    for name in ga:
+        torch.testing.assert_close(ga[name], gb[name], rtol=1e-9, atol=1e-12, msg=name)
+
+
+class CountMatmuls(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_no_gradient_work_without_autograd(grad):
+    """Under no_grad (validation, evaluation) the chunked kernel only computes losses: one matmul per
+    chunk, where training computes the logits' gradients too (two more per chunk)."""
+    M, d, V, chunk = 40, 8, 29, 10
+    x = torch.randn(M, d, requires_grad=True)
+    w = torch.randn(V, d, requires_grad=True)
+    y = torch.randint(0, V, (M,))
+    with torch.set_grad_enabled(grad), CountMatmuls() as counter:
+        linear_cross_entropy(x, w, y, torch.ones(M), chunk)
+    assert counter.count == (3 if grad else 1) * (M // chunk)
+
+
+def test_padded_vocabulary_rows_are_never_predicted():
+    cfg = tiny_config(vocab_size=50, vocab_multiple=64)
+    assert cfg.padded_vocab_size == 64
+    assert ft.ModelConfig.preset("gpt2-124m").padded_vocab_size == 50304  # nanoGPT's padding of GPT-2's 50257
+    model = ft.FTP(cfg).eval()
+    assert model.encoder.wte.weight.shape == (64, cfg.n_embd)
+    tokens = torch.randint(0, 50, (2, 12 + model.horizon))
+    before = model.loss(tokens).total
+    with torch.no_grad():  # padded rows that would win every prediction if they were scored
+        model.encoder.wte.weight[50:] = 100 * model.encoder.wte.weight[:14].sign()
+    out = model(tokens[:, :12])
+    assert out.logits.shape[-1] == 50
+    torch.testing.assert_close(model.loss(tokens).total, before)  # the softmax never includes them
+    result = ft.generate(model, tokens[:, :4], 8, sampling=ft.SamplingConfig(temperature=1.0))
+    assert int(result.tokens.max()) < 50

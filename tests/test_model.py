@@ -6,14 +6,15 @@ from conftest import tiny_config
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_causality(model, seed):
+def test_causality(model, seed, device):
+    model = model.to(device)
     g = torch.Generator().manual_seed(seed)
     T = model.config.block_size
     idx = torch.randint(0, 64, (2, T), generator=g)
     t = int(torch.randint(0, T - 1, (1,), generator=g))
     changed = idx.clone()
     changed[:, t + 1 :] = torch.randint(0, 64, (2, T - t - 1), generator=g)
-    a, b = model(idx), model(changed)
+    a, b = model(idx.to(device)), model(changed.to(device))
     torch.testing.assert_close(a.hidden[:, : t + 1], b.hidden[:, : t + 1], rtol=0, atol=1e-6)
     torch.testing.assert_close(a.logits[:, : t + 1], b.logits[:, : t + 1], rtol=0, atol=1e-5)
     assert not torch.allclose(a.hidden[:, t + 1 :], b.hidden[:, t + 1 :])  # the test can see a change
@@ -36,8 +37,9 @@ def test_ftp_future_loss_is_causal_in_the_encoder_state():
         torch.testing.assert_close(feats[:, :k], alt[:, :k], rtol=0, atol=1e-6)
 
 
-def test_cached_encoding_equals_full_forward(model):
-    idx = torch.randint(0, 64, (3, 20))
+def test_cached_encoding_equals_full_forward(model, device):
+    model = model.to(device)
+    idx = torch.randint(0, 64, (3, 20), device=device)
     full = model(idx)
     cache = model.new_cache(3)
     pieces = [model(idx[:, :7], cache), model(idx[:, 7:8], cache), model(idx[:, 8:20], cache)]

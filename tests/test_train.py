@@ -45,8 +45,10 @@ def write_toml(cfg: RunConfig, path: Path) -> Path:
 
 
 @pytest.mark.parametrize("model", ["ftp", "gpt"])
-def test_sigkill_then_resume_reproduces_losses_exactly(data_dir, tmp_path, model):
-    config = write_toml(run_config(data_dir, tmp_path / "x", model), tmp_path / "run.toml")
+def test_sigkill_then_resume_reproduces_losses_exactly(data_dir, tmp_path, model, device):
+    # CUDA kernels are only bit-reproducible with deterministic algorithms (train.deterministic).
+    config = write_toml(run_config(data_dir, tmp_path / "x", model, device=device.type,
+                                   deterministic=device.type == "cuda"), tmp_path / "run.toml")
     straight = run_cli("train", "--config", str(config), f"train.out_dir={tmp_path / 'straight'}")
     assert straight.returncode == 0, straight.stderr
     script = tmp_path / "kill.py"
@@ -321,3 +323,17 @@ def test_cli_errors_are_clear(tmp_path):
 def test_keep_last_and_keep_every_decide_which_checkpoints_stay(data_dir, tmp_path):
     train(run_config(data_dir, tmp_path / "run", ckpt_interval=2, keep_last=1, keep_every=4, max_steps=10))
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-0000004", "step-0000008", "step-0000010"]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_training_steps_never_wait_for_the_device(data_dir, tmp_path):
+    trainer = Trainer(run_config(data_dir, tmp_path / "run", device="cuda"))
+    trainer._pending.append(trainer.train_step())  # first call: allocator and optimizer set-up
+    torch.cuda.set_sync_debug_mode("error")  # any device-to-host sync raises
+    try:
+        for _ in range(3):
+            trainer._pending.append(trainer.train_step())
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert len(trainer._read_back()) == 4
