@@ -108,15 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_summary(args) -> None:
-    import futuretoken as ft
+    from .config import ModelConfig
+    from .model import MODELS, training_flops_per_token
 
     overrides = {"vocab_size": args.vocab_size} if args.vocab_size else {}
-    cfg = ft.ModelConfig.preset(args.preset, **overrides)
+    cfg = ModelConfig.preset(args.preset, **overrides)
     print(f"preset {args.preset}: {json.dumps(cfg.to_dict())}")
-    for name, cls in ft.MODELS.items():
+    for name, cls in MODELS.items():
         model = cls(cfg)
         print(f"{name.upper():4s} parameters {model.num_parameters():>13,d}   "
-              f"training FLOPs/token {ft.training_flops_per_token(cfg, name):.3e}")
+              f"training FLOPs/token {training_flops_per_token(cfg, name):.3e}")
 
 
 def cmd_data(args) -> None:
