@@ -183,14 +183,15 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=300)
 
 
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_two_processes_match_one_process(eot_data_dir, tmp_path, parallel):
+@pytest.mark.parametrize("parallel,accum", [("ddp", 1), ("fsdp", 1), ("fsdp", 2)])
+def test_two_processes_match_one_process(eot_data_dir, tmp_path, parallel, accum):
+    """With accum 2, FSDP reduces gradients only after the second micro-step: the result must not change."""
     config = write_toml(run_config(eot_data_dir, tmp_path / "x", max_steps=4, dtype="float64"), tmp_path / "run.toml")
     common = ["--config", str(config), "model.dropout=0.0"]
     single = run_cli("train", *common, "train.batch_size=8", f"train.out_dir={tmp_path / 'one'}")
     assert single.returncode == 0, single.stderr
-    two = torchrun("-m", "futuretoken.cli", "train", *common, "train.batch_size=4", f"train.parallel={parallel}",
-                   f"train.out_dir={tmp_path / 'two'}")
+    two = torchrun("-m", "futuretoken.cli", "train", *common, f"train.batch_size={4 // accum}",
+                   f"train.grad_accum={accum}", f"train.parallel={parallel}", f"train.out_dir={tmp_path / 'two'}")
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = train_losses(tmp_path / "one"), train_losses(tmp_path / "two")
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
