@@ -13,13 +13,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytest.importorskip("transformers")
 
-from hf_common.generation.test_utils import GenerationTesterMixin  # noqa: E402
-from hf_common.test_configuration_common import ConfigTester  # noqa: E402
-from hf_common.test_modeling_common import ModelTesterMixin, ids_tensor, random_attention_mask  # noqa: E402
-
 from transformers.models.auto import modeling_auto  # noqa: E402
 
 from futuretoken.hf import BASE_MODELS, CAUSAL_LM, CONFIGS  # noqa: E402
+from hf_common.generation.test_utils import GenerationTesterMixin  # noqa: E402
+from hf_common.test_configuration_common import ConfigTester  # noqa: E402
+from hf_common.test_modeling_common import ModelTesterMixin, ids_tensor, random_attention_mask  # noqa: E402
 
 # The mixins pick a class's role (base model, causal LM: labels, loss checks) from transformers' name
 # tables, which list only built-in models; AutoModel*.register does not add to them. List ours there.

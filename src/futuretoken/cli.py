@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="per-token or pooled state vectors h_t of texts")
     p.add_argument("run")
     p.add_argument("input", help="a .txt file (one text per line) or .jsonl with a 'text' field")
-    p.add_argument("--pool", default="mean", choices=["mean", "last", "tokens"])
+    p.add_argument("--pool", default="mean", choices=["mean", "last", "weighted_mean", "tokens"])
     p.add_argument("--out", required=True, help=".npy (pooled) / .npz (tokens) or .parquet")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export-hf", help="export a run for transformers, lm-eval and sentence-transformers")
     p.add_argument("run", help="a run folder (its newest checkpoint) or a checkpoint folder")
     p.add_argument("out", help="output folder")
-    p.add_argument("--pool", default="mean", choices=["mean", "last"], help="sentence-transformers pooling")
+    p.add_argument("--pool", default="mean", choices=["mean", "last", "weighted_mean"],
+                   help="sentence-transformers pooling")
     return parser
 
 
