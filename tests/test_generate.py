@@ -66,6 +66,15 @@ def test_greedy_speculative_equals_greedy_ar(device):
         assert out.stats.encoder_passes == max(alone)
 
 
+def test_speculative_draft_length_follows_acceptance():
+    """Rounds draft more tokens only when the slowest row accepts enough of them to pay for the work:
+    a batch whose drafts are rejected runs `ar` steps."""
+    from futuretoken.infer.generate import _Run
+
+    assert [_Run._draft_length(4, alpha) for alpha in (0.0, 0.5, 0.9, 0.99)] == [1, 1, 2, 4]
+    assert _Run._draft_length(2, 0.99) == 2 and _Run._draft_length(1, 0.99) == 1
+
+
 @pytest.mark.parametrize("strategy, draft_len", [("ar", None), ("rollout", 3), ("speculative", 2),
                                                  ("speculative", 4)])
 def test_left_padded_rows_equal_generating_each_prompt_alone(device, strategy, draft_len):

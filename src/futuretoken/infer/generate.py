@@ -61,6 +61,10 @@ FTP_ONLY = ("rollout", "speculative")
 
 StreamCallback = Callable[[Tensor], None]  # receives newly committed tokens (B, j), in order
 
+# Work of one more drafted token (a decoder step, one more position encoded and verified) in `ar`
+# steps; measured on the demo's tiny FTP on CPU (README). It only steers speculative draft lengths.
+DRAFT_TOKEN_COST = 0.75
+
 
 @dataclass
 class GenerationStats:
@@ -357,6 +361,21 @@ class _Run:
             dists.append(q)
         return torch.stack(tokens, 1), torch.stack(dists, 1)  # (B, k), (B, k, V)
 
+    @staticmethod
+    def _draft_length(k_cap: int, alpha: float) -> int:
+        """The draft length in 1..k_cap with the most expected tokens per unit of work for a row
+        whose drafts are accepted with probability alpha.
+
+        A round of k drafts encodes and keeps, in expectation, 1 + alpha + ... + alpha^(k-1) tokens
+        (y_1 and the accepted prefix; a residual token is kept by the next round) and costs
+        1 + (k-1) * DRAFT_TOKEN_COST `ar` steps; k = 1 is an `ar` step. The caller passes the
+        lowest acceptance among the rows still generating: a batch lasts as long as its slowest
+        row, so a row that rejects its drafts makes the batch run `ar` steps, not long rounds.
+        k depends only on earlier rounds, never on this round's draws: exactness is untouched.
+        """
+        rates = [sum(alpha**j for j in range(k)) / (1 + (k - 1) * DRAFT_TOKEN_COST) for k in range(1, k_cap + 1)]
+        return 1 + rates.index(max(rates))
+
     # --- strategies ------------------------------------------------------------------------
     def ar(self) -> None:
         while True:
@@ -380,11 +399,15 @@ class _Run:
         rows = torch.arange(B, device=self.out.device)
         forced: Tensor | None = None  # (B,) committed, not yet encoded y_1 per row; -1 where none
         first: _Step1 | None = None  # decoder step 1 at every row's current state, from the last verification
+        row_accepted = torch.zeros(B, device=self.out.device)  # per row: accepted drafts so far
+        row_verified = torch.zeros(B, device=self.out.device)  # per row: verified drafts so far
         while self.remaining > 0:
             # A forced y_1 is already paid for: the round may draft one token more.
             has_forced = forced is not None and bool((forced >= 0).any())
-            k = min(k_max, self.remaining + has_forced)
             active = self.filled < self.n  # (B,) rows that still need tokens
+            # Acceptance so far per row, from an optimistic prior (0.9, weight 2) so that drafts get tried.
+            alpha = float(((row_accepted + 1.8) / (row_verified + 2))[active].min())
+            k = self._draft_length(min(k_max, self.remaining + has_forced), alpha)
             y, q = self._draft(k, first, forced)  # (B, k), (B, k, V)
             # y_1 ~ q_1 is an exact `ar` sample: final already (rows with a forced y_1 committed it before).
             self._commit(y[:, :1], counts=(forced < 0).long() if forced is not None else torch.ones_like(self.filled))
@@ -395,46 +418,41 @@ class _Run:
             # Decoder step 1 at every drafted position, M = B*k rows: column j-2 verifies y_j
             # (j = 2..k), and column a_b is row b's next step 1, so it is computed only once.
             verify = self._step1(hv.reshape(B * k, -1), y.reshape(-1))
+            if k == 1:  # an `ar` step: nothing to verify, nothing to roll back
+                self.h, self.last, first, forced = hv[:, 0], y[:, 0], verify, None
+                continue
             p = verify.q.view(B, k, -1)  # (B, k, V)
-            a = torch.zeros(B, dtype=torch.long, device=y.device)  # accepted drafts y_2.. per row
-            if k > 1:
-                pd, qd, yd = p[:, :-1], q[:, 1:], y[:, 1:]  # (B, k-1, V), (B, k-1, V), (B, k-1)
-                p_y = pd.gather(-1, yd[..., None])[..., 0]  # (B, k-1)
-                q_y = qd.gather(-1, yd[..., None])[..., 0]  # (B, k-1)
-                if self.cfg.greedy:  # one-hot p and q: accept iff p_y = 1; no randomness needed
-                    u = torch.zeros(B, k - 1, device=p.device)
-                else:
-                    u = torch.rand(B, k - 1, generator=self.generator, device=p.device)
-                ok = u * q_y < p_y  # accept w.p. min(1, p/q), written without a division
-                a = ok.long().cumprod(-1).sum(-1)  # (B,) longest accepted prefix per row
-                self.accepted += int(a[active].sum())
-                self.verified += int(active.sum()) * (k - 1)
-                self._commit(yd, counts=a)
+            pd, qd, yd = p[:, :-1], q[:, 1:], y[:, 1:]  # (B, k-1, V), (B, k-1, V), (B, k-1)
+            p_y = pd.gather(-1, yd[..., None])[..., 0]  # (B, k-1)
+            q_y = qd.gather(-1, yd[..., None])[..., 0]  # (B, k-1)
+            if self.cfg.greedy:  # one-hot p and q: accept iff p_y = 1; no randomness needed
+                u = torch.zeros(B, k - 1, device=p.device)
+            else:
+                u = torch.rand(B, k - 1, generator=self.generator, device=p.device)
+            ok = u * q_y < p_y  # accept w.p. min(1, p/q), written without a division
+            a = ok.long().cumprod(-1).sum(-1)  # (B,) longest accepted prefix per row
+            self.accepted += int(a[active].sum())
+            self.verified += int(active.sum()) * (k - 1)
+            row_accepted += a * active
+            row_verified += (k - 1) * active
+            self._commit(yd, counts=a)
             # Each row keeps y_1..y_{1+a_b}; a finished row keeps no more than its sequence, so the
             # cache never outgrows t + n + k_max.
             for c in self.cache:
                 c.truncate(torch.minimum(base + 1 + a, self.t + self.filled))
             self.h, self.last = hv[rows, a], y[rows, a]
-            first = _select_rows(verify, rows * k + a, self.model)
-            forced = None
-            if k > 1:
-                # Rows that rejected y_{2+a_b} resolve that position from the residual max(0, p - q).
-                at = a.clamp(max=k - 2)
-                residual = (pd[rows, at] - qd[rows, at]).clamp_min(0.0)  # (B, V)
-                mass = residual.sum(-1, keepdim=True)
-                # A row that accepted everything (or, in fp32, has p == q) has no residual; its sample is unused.
-                residual = torch.where(mass > 0, residual / mass.clamp_min(1e-30), pd[rows, at])
-                rejected = a < k - 1
-                forced = torch.where(rejected, self._sample(residual), -1)  # (B,)
-                self._commit(forced[:, None], counts=rejected.long())
+            first = _select_rows(verify, rows * k + a)
+            # Rows that rejected y_{2+a_b} resolve that position from the residual max(0, p - q).
+            at = a.clamp(max=k - 2)
+            residual = (pd[rows, at] - qd[rows, at]).clamp_min(0.0)  # (B, V)
+            mass = residual.sum(-1, keepdim=True)
+            # A row that accepted everything (or, in fp32, has p == q) has no residual; its sample is unused.
+            residual = torch.where(mass > 0, residual / mass.clamp_min(1e-30), pd[rows, at])
+            rejected = a < k - 1
+            forced = torch.where(rejected, self._sample(residual), -1)  # (B,)
+            self._commit(forced[:, None], counts=rejected.long())
 
-
-def _select_rows(step: _Step1, rows: Tensor, model) -> _Step1:
+def _select_rows(step: _Step1, rows: Tensor) -> _Step1:
     """Step-1 state of the given rows (B,) of a larger batch: memory, decoder cache, q."""
     memory = [(k[rows], v[rows]) for k, v in step.memory]  # (B, H, P, hd) each
-    cache = model.new_decoder_cache(len(rows))
-    for new, old in zip(cache, step.cache):
-        new.k[:, :, : old.length] = old.k[rows, :, : old.length]
-        new.v[:, :, : old.length] = old.v[rows, :, : old.length]
-        new.length = old.length
-    return _Step1(memory, cache, step.q[rows])
+    return _Step1(memory, [c.select(rows) for c in step.cache], step.q[rows])

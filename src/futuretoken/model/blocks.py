@@ -46,6 +46,13 @@ class KVCache:
         self.length = end
         return self.k[:, :, :end], self.v[:, :, :end]
 
+    def select(self, rows: Tensor) -> "KVCache":
+        """A cache holding the given rows (B',) of this one, e.g. one chosen candidate per row."""
+        new = object.__new__(KVCache)
+        new.k, new.v, new.length = self.k[rows], self.v[rows], self.length
+        new.ends = self.ends[rows] if self.ends is not None else None
+        return new
+
     def truncate(self, length: int | Tensor) -> None:
         """Keep the first `length` slots: an int for every row, or a (B,) tensor per row."""
         if isinstance(length, int):
