@@ -402,12 +402,11 @@ class _Run:
         row_accepted = torch.zeros(B, device=self.out.device)  # per row: accepted drafts so far
         row_verified = torch.zeros(B, device=self.out.device)  # per row: verified drafts so far
         while self.remaining > 0:
-            # A forced y_1 is already paid for: the round may draft one token more.
-            has_forced = forced is not None and bool((forced >= 0).any())
             active = self.filled < self.n  # (B,) rows that still need tokens
             # Acceptance so far per row, from an optimistic prior (0.9, weight 2) so that drafts get tried.
-            alpha = float(((row_accepted + 1.8) / (row_verified + 2))[active].min())
-            k = self._draft_length(min(k_max, self.remaining + has_forced), alpha)
+            alpha = torch.where(active, (row_accepted + 1.8) / (row_verified + 2), 1.0).min().item()
+            # A forced y_1 is already paid for: the round may then draft one token more.
+            k = self._draft_length(min(k_max, self.remaining + (forced is not None)), alpha)
             y, q = self._draft(k, first, forced)  # (B, k), (B, k, V)
             # y_1 ~ q_1 is an exact `ar` sample: final already (rows with a forced y_1 committed it before).
             self._commit(y[:, :1], counts=(forced < 0).long() if forced is not None else torch.ones_like(self.filled))
