@@ -49,7 +49,7 @@ def _run_info(run_dir: Path) -> dict:
 
 def compare_runs(runs: Mapping[str, Mapping[int, Path]], baseline: str, out_dir: str | Path,
                  settings: SuiteSettings | None = None, gates: C.GateSettings | None = None,
-                 device: str = "auto", judge=None, tasks: dict | None = None, labelled: bool = True) -> Path:
+                 device: str = "auto", judge=None, tasks: dict | None = None) -> Path:
     """Measure every matched pair, run the gates and the statistics, write report.md, results.json, plots."""
     settings, gates = settings or SuiteSettings(), gates or C.GateSettings()
     out_dir, device = Path(out_dir), resolve_device(device)
@@ -68,7 +68,7 @@ def compare_runs(runs: Mapping[str, Mapping[int, Path]], baseline: str, out_dir:
     horizon = max([i["model"]["horizon"] for b in infos.values() for i in b.values() if i["model_type"] != "gpt"],
                   default=4)
     cache = Cache(out_dir / "cache")
-    data = EvalData.build(data_dirs.pop(), configs[0]["block_size"], horizon, settings, coherence=judge is not False)
+    data = EvalData.build(data_dirs.pop(), configs[0]["block_size"], horizon, settings)
     if judge is None and data.coherence is not None:
         from .coherence import minilm_judge
 
@@ -82,8 +82,7 @@ def compare_runs(runs: Mapping[str, Mapping[int, Path]], baseline: str, out_dir:
 
     def measured(arm: str, seed: int, step: int) -> dict:
         ckpt = Path(runs[arm][seed]) / "checkpoints" / checkpoint_name(step)
-        return cache.get(f"measure-{arm}-s{seed}-{step}", lambda: measure(
-            load_model(ckpt, device), data, settings, judge if data.coherence is not None else None, labelled))
+        return cache.get(f"measure-{arm}-s{seed}-{step}", lambda: measure(load_model(ckpt, device), data, settings, judge))
 
     pairs, matched = {}, {}
     for arm in runs:
@@ -103,7 +102,7 @@ def compare_runs(runs: Mapping[str, Mapping[int, Path]], baseline: str, out_dir:
     for arm in runs:  # the untrained floor of each model shape (arms differing only in training share it)
         info = infos[arm][seeds[0]]
         shape = (info["model_type"], json.dumps(info["model"], sort_keys=True))
-        if shape in shapes or not labelled:
+        if shape in shapes:
             continue
         shapes.add(shape)
         model = load_model(list_checkpoints(runs[arm][seeds[0]])[-1], device)

@@ -21,14 +21,14 @@ def mean_train_tokens_per_s(run_dir: str | Path) -> float:
     return sum(r["tokens_per_s"] for r in logs) / max(1, len(logs))
 
 
-def subplots(ncols: int, width: float):
-    """A row of `ncols` axes on a headless backend (reports are written on servers)."""
+def subplots(ncols: int, width: float, nrows: int = 1, height: float = 4):
+    """A grid of axes on a headless backend (reports are written on servers)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(1, ncols, figsize=(width, 4))
+    return plt.subplots(nrows, ncols, figsize=(width, height * nrows))
 
 
 def save_figure(fig, axes, path: str | Path, dpi: int = 110) -> Path:
@@ -170,12 +170,12 @@ def controls(results: dict) -> list[str]:
     out = [f"- E2: the current token alone gives {_fmt(results['token_gain'])} nats/position about the future bag "
            "(a count table); a state that holds more than its token must beat it."]
     for arm, pairs in results["pairs"].items():
-        for label, idx in ((arm, 0), (results["baseline"], 1)):
-            e3 = [p[("ftp", "gpt")[idx]]["E3"] for p in pairs]
-            out.append(f"- E3 {label} (paired with {arm}): adjacent {_mean_se([e['summary']['adjacent']['mean'] for e in e3])}, "
+        for label, side in ((arm, "ftp"), (f"{results['baseline']} (matched to {arm})", "gpt")):
+            e3 = [p[side]["E3"] for p in pairs]
+            out.append(f"- E3 {label}: adjacent {_mean_se([e['summary']['adjacent']['mean'] for e in e3])}, "
                        f"cross-document {_mean_se([e['summary']['cross_document']['mean'] for e in e3])}, "
                        f"raw (uncentred) {_mean_se([e['raw_adjacent'] for e in e3])}; "
-                       f"E2 gain {_mean_se([p[('ftp', 'gpt')[idx]]['E2']['gain'] for p in pairs])}")
+                       f"E2 gain {_mean_se([p[side]['E2']['gain'] for p in pairs])}")
     for arm, floors in results.get("floors", {}).items():
         if floors:
             out.append(f"- random-init floor ({arm}'s shape, {len(floors)} init seeds): E3 excess "
@@ -189,8 +189,12 @@ def plot_comparison(results: dict, out_dir: Path) -> None:
     with the matched checkpoints, and gate 2 (loss rise when h_t is replaced) along training."""
     rows = results["rows"]
     if rows:
-        fig, axes = subplots(len(rows), 3.2 * len(rows))
-        axes = np.atleast_1d(axes)
+        ncols = min(4, len(rows))
+        fig, axes = subplots(ncols, 3.6 * ncols, nrows=math.ceil(len(rows) / ncols), height=3.4)
+        axes = np.atleast_1d(axes).ravel()
+        for ax in axes[len(rows):]:
+            ax.set_visible(False)
+        axes = axes[: len(rows)]
         for ax, r in zip(axes, rows):
             d = r["test"]["diffs"]
             ax.axhline(0, color="grey", lw=0.8)

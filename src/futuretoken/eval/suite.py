@@ -34,11 +34,11 @@ class SuiteSettings:
     probe_steps: int = 150
     smooth_per_document: int = 10  # E3: windows inside held-out documents, at most this many per document
     smooth_min_windows: int = 100
-    coherence_prompts: int = 75  # E4: prompts cut from inside held-out documents
+    coherence_prompts: int = 75  # E4: prompts cut from inside held-out documents (0: no E4)
     coherence_prompt_tokens: int = 32
     coherence_new_tokens: int = 64
     coherence_window: int = 16
-    datasets: tuple[str, ...] = ("brown", "bbc", "rotten_tomatoes")  # E5 labelled sets
+    datasets: tuple[str, ...] = ("brown", "bbc", "rotten_tomatoes")  # E5 labelled sets (empty: no E5)
     labelled_limit: int | None = None  # E5: texts per set (None: each set's default)
     floor_seeds: tuple[int, ...] = (0, 1, 2)  # random-init floors, one per init seed
     seed: int = 0
@@ -64,8 +64,7 @@ class EvalData:
     extras: dict = field(default_factory=dict)
 
     @classmethod
-    def build(cls, data_dir: str | Path, block_size: int, horizon: int, settings: SuiteSettings,
-              coherence: bool = True) -> "EvalData":
+    def build(cls, data_dir: str | Path, block_size: int, horizon: int, settings: SuiteSettings) -> "EvalData":
         data_dir = Path(data_dir)
         train, val = TokenShards(data_dir, "train"), TokenShards(data_dir, "val")
         eot, vocab = val.eot_token, val.vocab_size
@@ -81,14 +80,14 @@ class EvalData:
         tokenizer = load_tokenizer(data_dir)
         data = cls(data_dir, tokenizer, T, horizon, selection, report, ngram, probe_train, probe_test,
                    current_token_gain(probe_train, probe_test, horizon, vocab), smooth, docs)
-        if coherence:
+        if settings.coherence_prompts:
             from .coherence import build_coherence
 
             data.coherence = build_coherence(halves["report"], tokenizer, settings)
         return data
 
 
-def measure(model, data: EvalData, settings: SuiteSettings, judge=None, labelled: bool = True) -> dict:
+def measure(model, data: EvalData, settings: SuiteSettings, judge=None) -> dict:
     """E1-E5 (+ the state-use gate for FTP) on one model; JSON-serialisable, per-item lists in item order."""
     losses = next_token_losses(model, data.report)
     result: dict = {"model_type": model.model_type,
@@ -103,23 +102,34 @@ def measure(model, data: EvalData, settings: SuiteSettings, judge=None, labelled
         from .coherence import measure_coherence
 
         result["E4"] = measure_coherence(model, data.coherence, settings, judge)
-    if labelled:
+    if settings.datasets:
         from .classification import measure_classification
 
         result["E5"] = measure_classification(model, settings)
     return result
 
 
+def random_init_like(model, seed: int = 0):
+    """A randomly initialised model of the same class, config, device and tokenizer (the untrained floor)."""
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random stream untouched
+        torch.manual_seed(seed)
+        fresh = type(model)(model.config)
+    fresh.tokenizer = getattr(model, "tokenizer", None)
+    return fresh.to(model.head_weight.device).eval()
+
+
 def measure_floor(model, data: EvalData, settings: SuiteSettings, seed: int) -> dict:
     """The untrained floor of a model's shape: E2, E3 and E5 on a random initialisation (init `seed`)."""
-    from .classification import measure_classification, random_init_like
-
     floor = random_init_like(model, seed)
-    return {"seed": seed,
-            "E2": future_bag_probe(floor, data.probe_train, data.probe_test, data.horizon,
-                                   steps=settings.probe_steps, seed=settings.seed),
-            "E3": smoothness_experiment(floor, data.smooth, data.smooth_docs, seed=settings.seed),
-            "E5": measure_classification(floor, settings)}
+    result = {"seed": seed,
+              "E2": future_bag_probe(floor, data.probe_train, data.probe_test, data.horizon,
+                                     steps=settings.probe_steps, seed=settings.seed),
+              "E3": smoothness_experiment(floor, data.smooth, data.smooth_docs, seed=settings.seed)}
+    if settings.datasets:
+        from .classification import measure_classification
+
+        result["E5"] = measure_classification(floor, settings)
+    return result
 
 
 @torch.no_grad()
