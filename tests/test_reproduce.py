@@ -61,3 +61,27 @@ def test_reproduce_trains_arms_and_seeds_and_the_tasks(data_dir, tmp_path):
     assert any(r["claim"] == "E6 countdown" for r in results["rows"])
     assert "Wall time of this call" in report.read_text()
     assert (tmp_path / "out" / "runs" / "ftp-learned" / "seed-1" / "checkpoints").is_dir()
+
+
+def test_coherence_is_generated_with_the_model_and_judged_later(trained_runs, tmp_path):
+    """E4 splits in two: continuations are written with each model's measurement (where the model
+    is, e.g. a GPU); the judge scores them when it is available (e.g. on CPU afterwards)."""
+    from dataclasses import replace
+
+    from test_eval_coherence import bow_judge
+
+    runs = {"gpt": {0: trained_runs / "gpt"}, "ftp": {0: trained_runs / "ftp"}}
+    suite = replace(TOY_SUITE, coherence_prompts=4, coherence_prompt_tokens=6, coherence_new_tokens=8,
+                    coherence_window=4)
+    compare_runs(runs, "gpt", tmp_path, replace(suite, coherence_judge=False), device="cpu")
+    pending = json.loads((tmp_path / "results.json").read_text())
+    e4 = pending["pairs"]["ftp"][0]["ftp"]["E4"]
+    assert len(e4["continuations"]) == 4 and "mean" not in e4  # generated, not judged
+    assert "coherence_calibration" not in pending
+    compare_runs(runs, "gpt", tmp_path, suite, device="cpu", judge=bow_judge)  # the judging call
+    judged = json.loads((tmp_path / "results.json").read_text())
+    e4 = judged["pairs"]["ftp"][0]["ftp"]["E4"]
+    assert e4["continuations"] == pending["pairs"]["ftp"][0]["ftp"]["E4"]["continuations"]  # not regenerated
+    assert len(e4["per_prompt"]["cosine"]) == 4 and "cosine" in e4["mean"]
+    assert any(r["claim"] == "coherence" for r in judged["rows"])
+    assert judged["coherence_calibration"]["n_prompts"] == 4

@@ -170,6 +170,28 @@ def _windows_fit(window: int, new_tokens: int) -> int:
     return new_tokens // window
 
 
+def generate_continuations(model, items: Sequence[CoherenceItem], seed: int = 0, max_new_tokens: int = 64,
+                           sampling: SamplingConfig | None = None, batch_size: int = 32) -> list[list[int]]:
+    """The sampled continuation (token ids) of every item's prompt, in item order: E4's model half.
+    Scoring (`score_continuations`) is the judge's half and may run later, elsewhere."""
+    if not items:
+        raise ValueError("give at least one item (eval.coherence_items.coherence_items)")
+    block, longest = model.config.block_size, max(len(item.prompt) for item in items)
+    if longest + max_new_tokens > block:
+        raise ValueError(f"a prompt of {longest} tokens + max_new_tokens={max_new_tokens} exceeds block_size={block} "
+                         f"(generation has no sliding window): cut items with prompt_tokens <= {block - max_new_tokens}")
+    sampling = sampling if sampling is not None else DEFAULT_SAMPLING
+    device = model.head_weight.device
+    gen = torch.Generator(device).manual_seed(seed)
+    new: list[list[int]] = [[] for _ in items]
+    for chunk in batches_by_length([len(item.prompt) for item in items], batch_size):
+        prompt = torch.tensor([items[i].prompt for i in chunk], device=device)  # (b, prompt length)
+        out = generate(model, prompt, max_new_tokens, "ar", sampling=sampling, generator=gen).tokens
+        for i, row in zip(chunk, out[:, prompt.shape[1]:].tolist()):
+            new[i] = row
+    return new
+
+
 def coherence_experiment(model, items: Sequence[CoherenceItem], judge: Judge | None = None, seed: int = 0,
                          max_new_tokens: int = 64, window: int = 16, sampling: SamplingConfig | None = None,
                          batch_size: int = 32) -> dict:
@@ -182,24 +204,11 @@ def coherence_experiment(model, items: Sequence[CoherenceItem], judge: Judge | N
     tok = model.tokenizer
     if tok is None:
         raise ValueError("the model has no tokenizer attached; load it with futuretoken.load(run_dir)")
-    if not items:
-        raise ValueError("give at least one item (eval.coherence_items.coherence_items)")
     n_windows = _windows_fit(window, max_new_tokens)
-    block, longest = model.config.block_size, max(len(item.prompt) for item in items)
-    if longest + max_new_tokens > block:
-        raise ValueError(f"a prompt of {longest} tokens + max_new_tokens={max_new_tokens} exceeds block_size={block} "
-                         f"(generation has no sliding window): cut items with prompt_tokens <= {block - max_new_tokens}")
     judge = judge if judge is not None else minilm_judge()
     sampling = sampling if sampling is not None else DEFAULT_SAMPLING
-    device = model.head_weight.device
     t0 = time.perf_counter()
-    gen = torch.Generator(device).manual_seed(seed)
-    new: list[list[int]] = [[] for _ in items]
-    for chunk in batches_by_length([len(item.prompt) for item in items], batch_size):
-        prompt = torch.tensor([items[i].prompt for i in chunk], device=device)  # (b, prompt length)
-        out = generate(model, prompt, max_new_tokens, "ar", sampling=sampling, generator=gen).tokens
-        for i, row in zip(chunk, out[:, prompt.shape[1]:].tolist()):
-            new[i] = row
+    new = generate_continuations(model, items, seed, max_new_tokens, sampling, batch_size)
     t1 = time.perf_counter()
     scored = score_continuations(items, new, tok, judge, window)
     t2 = time.perf_counter()

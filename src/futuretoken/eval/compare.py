@@ -17,12 +17,14 @@ from pathlib import Path
 
 from ..checkpoint import checkpoint_name, checkpoint_step, list_checkpoints, load_model, run_data_dir
 from ..devices import resolve_device
+from ..files import atomic_write
 from ..model import training_flops_per_token
 from . import claims as C
+from .coherence import coherence_calibration
 from .matched import pick_matched_pair
 from .render import plot_comparison, render_report
 from .state_use import state_ablation
-from .suite import EvalData, SuiteSettings, measure, measure_floor, selection_loss
+from .suite import EvalData, SuiteSettings, measure, measure_floor, score_coherence, selection_loss
 
 
 class Cache:
@@ -36,10 +38,10 @@ class Cache:
         path = self.root / f"{name}.json"
         if path.is_file():
             return json.loads(path.read_text())
-        value = compute()
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(value))
-        tmp.replace(path)
+        return self.put(name, compute())
+
+    def put(self, name: str, value):
+        atomic_write(self.root / f"{name}.json", json.dumps(value))
         return value
 
 
@@ -69,10 +71,11 @@ def compare_runs(runs: Mapping[str, Mapping[int, Path]], baseline: str, out_dir:
                   default=4)
     cache = Cache(out_dir / "cache")
     data = EvalData.build(data_dirs.pop(), configs[0]["block_size"], horizon, settings)
-    if judge is None and data.coherence is not None:
+    if data.coherence is not None and settings.coherence_judge and judge is None:
         from .coherence import minilm_judge
 
         judge = minilm_judge()
+    judging = data.coherence is not None and settings.coherence_judge
 
     def checkpoint_losses(arm: str, seed: int) -> dict[int, float]:
         run = Path(runs[arm][seed])
@@ -81,8 +84,11 @@ def compare_runs(runs: Mapping[str, Mapping[int, Path]], baseline: str, out_dir:
         return {int(k): v for k, v in values.items()}
 
     def measured(arm: str, seed: int, step: int) -> dict:
-        ckpt = Path(runs[arm][seed]) / "checkpoints" / checkpoint_name(step)
-        return cache.get(f"measure-{arm}-s{seed}-{step}", lambda: measure(load_model(ckpt, device), data, settings, judge))
+        ckpt, name = Path(runs[arm][seed]) / "checkpoints" / checkpoint_name(step), f"measure-{arm}-s{seed}-{step}"
+        result = cache.get(name, lambda: measure(load_model(ckpt, device), data, settings))
+        if judging and score_coherence(result, data, settings, judge):
+            cache.put(name, result)  # the continuations are judged once, maybe long after they were written
+        return result
 
     pairs, matched = {}, {}
     for arm in runs:
@@ -123,8 +129,9 @@ def compare_runs(runs: Mapping[str, Mapping[int, Path]], baseline: str, out_dir:
         "curves": {arm: {seed: _curve(runs[arm][seed], checkpoint_losses(arm, seed)) for seed in seeds} for arm in runs},
         "tasks": tasks,
     }
-    if data.coherence is not None:
-        results["coherence_calibration"] = data.coherence["calibration"]
+    if judging:
+        results["coherence_calibration"] = cache.get("coherence-calibration", lambda: coherence_calibration(
+            data.coherence, data.tokenizer, judge, settings.coherence_window, settings.seed))
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     plot_comparison(results, out_dir)
     report = out_dir / "report.md"

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 
 from ..data import TokenShards, load_tokenizer
+from .coherence import generate_continuations, score_continuations
+from .coherence_items import coherence_items
 from .future_bag import current_token_gain, future_bag_probe
 from .ngram import NgramModel
 from .smoothness import smoothness_experiment
@@ -38,6 +40,7 @@ class SuiteSettings:
     coherence_prompt_tokens: int = 32
     coherence_new_tokens: int = 64
     coherence_window: int = 16
+    coherence_judge: bool = True  # score E4 now (False: generate only; score later where the judge is)
     datasets: tuple[str, ...] = ("brown", "bbc", "rotten_tomatoes")  # E5 labelled sets (empty: no E5)
     labelled_limit: int | None = None  # E5: texts per set (None: each set's default)
     floor_seeds: tuple[int, ...] = (0, 1, 2)  # random-init floors, one per init seed
@@ -60,7 +63,7 @@ class EvalData:
     token_gain: float  # E2 control: what x_t alone tells about the future bag
     smooth: torch.Tensor  # (n, T) windows inside report-half documents
     smooth_docs: np.ndarray  # (n,) their documents
-    coherence: Any = None  # E4 items and calibration (eval/coherence.py), or None when skipped
+    coherence: list | None = None  # E4 items (eval/coherence_items.py), or None when E4 is off
     extras: dict = field(default_factory=dict)
 
     @classmethod
@@ -81,14 +84,14 @@ class EvalData:
         data = cls(data_dir, tokenizer, T, horizon, selection, report, ngram, probe_train, probe_test,
                    current_token_gain(probe_train, probe_test, horizon, vocab), smooth, docs)
         if settings.coherence_prompts:
-            from .coherence import build_coherence
-
-            data.coherence = build_coherence(halves["report"], tokenizer, settings)
+            data.coherence = coherence_items(halves["report"], eot, settings.coherence_prompts,
+                                             settings.coherence_prompt_tokens, settings.coherence_new_tokens, seed=s)
         return data
 
 
-def measure(model, data: EvalData, settings: SuiteSettings, judge=None) -> dict:
-    """E1-E5 (+ the state-use gate for FTP) on one model; JSON-serialisable, per-item lists in item order."""
+def measure(model, data: EvalData, settings: SuiteSettings) -> dict:
+    """E1-E5 (+ the state-use gate for FTP) on one model; JSON-serialisable, per-item lists in item order.
+    E4 holds the model's continuations only: `score_coherence` judges them (possibly later, elsewhere)."""
     losses = next_token_losses(model, data.report)
     result: dict = {"model_type": model.model_type,
                     "E1": {"per_window": losses.tolist(), "next_token_loss": float(losses.mean()),
@@ -99,9 +102,8 @@ def measure(model, data: EvalData, settings: SuiteSettings, judge=None) -> dict:
                                     steps=settings.probe_steps, seed=settings.seed)
     result["E3"] = smoothness_experiment(model, data.smooth, data.smooth_docs, seed=settings.seed)
     if data.coherence is not None:
-        from .coherence import measure_coherence
-
-        result["E4"] = measure_coherence(model, data.coherence, settings, judge)
+        result["E4"] = {"continuations": generate_continuations(model, data.coherence, settings.seed,
+                                                                settings.coherence_new_tokens)}
     if settings.datasets:
         from .classification import measure_classification
 
@@ -132,6 +134,15 @@ def measure_floor(model, data: EvalData, settings: SuiteSettings, seed: int) -> 
     return result
 
 
+def score_coherence(measurement: dict, data: EvalData, settings: SuiteSettings, judge) -> bool:
+    """Judge a measurement's E4 continuations in place; False when there is nothing left to score."""
+    e4 = measurement.get("E4")
+    if e4 is None or "mean" in e4:
+        return False
+    e4.update(score_continuations(data.coherence, e4["continuations"], data.tokenizer, judge, settings.coherence_window))
+    return True
+
+
 @torch.no_grad()
 def selection_loss(model, data: EvalData) -> float:
     """Next-token loss on the selection half: what picks the matched pair."""
@@ -151,7 +162,11 @@ def evaluate_run(run: str | Path, out_dir: str | Path, settings: SuiteSettings |
     horizon = model.config.horizon if model.model_type != "gpt" else 4
     data = EvalData.build(run_data_dir(run), model.config.block_size, horizon, settings)
     result = {"run": str(run), "settings": asdict(settings), "ngram": data.ngram,
-              **measure(model, data, settings, judge)}
+              **measure(model, data, settings)}
+    if data.coherence is not None and settings.coherence_judge:
+        from .coherence import minilm_judge
+
+        score_coherence(result, data, settings, judge or minilm_judge())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=1))
