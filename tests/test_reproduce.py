@@ -85,3 +85,22 @@ def test_coherence_is_generated_with_the_model_and_judged_later(trained_runs, tm
     assert len(e4["per_prompt"]["cosine"]) == 4 and "cosine" in e4["mean"]
     assert any(r["claim"] == "coherence" for r in judged["rows"])
     assert judged["coherence_calibration"]["n_prompts"] == 4
+
+
+def test_experiment_files_parse_and_pair_their_arms():
+    from pathlib import Path
+
+    from futuretoken.demo import demo_experiment
+
+    root = Path(__file__).parent.parent / "configs" / "experiments"
+    cpu, gpu, demo = Experiment.load(root / "cpu.toml"), Experiment.load(root / "gpu.toml"), demo_experiment()
+    for experiment, seeds in ((cpu, 3), (gpu, 5), (demo, 1)):
+        assert len(experiment.settings.seeds) >= seeds
+        assert experiment.settings.baseline == "gpt" and "ftp" in experiment.arms
+        runs = [experiment.run_config(arm, 0, Path("x")) for arm in experiment.arms]
+        assert {r.train.model for r in runs} == {"gpt", "ftp"}
+        assert len({(r.train.max_steps, r.train.batch_size, r.train.lr) for r in runs}) == 1  # same budget
+    learned = cpu.run_config("ftp-learned", 0, Path("x"))
+    assert learned.model.decoder_start == "learned" and cpu.run_config("ftp", 0, Path("x")).model.decoder_start == "current"
+    assert not gpu.suite.coherence_judge  # the judge's weights do not travel to the GPU machine
+    assert cpu.tasks is not None and gpu.tasks is not None and gpu.tasks.pathstar

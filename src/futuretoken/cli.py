@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="configs/experiments/cpu.toml or gpu.toml")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default=None, help="train and evaluate here (default: the config's train.device)")
+    p.add_argument("--judge-coherence", action="store_true",
+                   help="judge E4 now, also where the config defers it (suite.coherence_judge = false)")
 
     p = sub.add_parser("eval", help="the paper's measurements (E1-E5, state use) on one run")
     p.add_argument("run")
@@ -188,8 +190,10 @@ def cmd_reproduce(args) -> None:
     from .reproduce import Experiment, reproduce
 
     experiment = Experiment.load(args.config)
+    if args.judge_coherence:
+        experiment.suite.coherence_judge = True
     if args.device is not None:
-        experiment.run.train.device = args.device
+        experiment.run.train.device = args.device  # the runs, the tasks and the measurements
     report = reproduce(experiment, args.out)
     print(report.read_text())
     print(f"report written to {report}")

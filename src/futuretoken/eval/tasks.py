@@ -14,12 +14,14 @@ Results per arm, setting and seed: pass@1 and the per-problem outcomes (for McNe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..checkpoint import checkpoint_step, list_checkpoints, load_model
 from ..config import RunConfig
+from ..files import atomic_write
 from ..model import training_flops_per_token
 from ..train import train_all
 from .countdown import complete_greedy, iter_problems, prepare_countdown_corpus, score_many
@@ -39,6 +41,7 @@ class TaskSettings:
     max_number: int = 40  # countdown: numbers are drawn from 1..max_number
     star_degree: int = 2  # path-star: arms
     star_length: int = 3  # path-star: nodes per arm
+    star_labels: int = 100  # path-star: node labels are drawn from 0..star_labels-1
     tokenizer: str = "bpe:512"
     arms: tuple[str, ...] = ()  # the arms trained on the tasks (empty: every arm)
     seed: int = 0
@@ -72,7 +75,8 @@ def countdown_outcomes(model, settings: TaskSettings) -> dict[str, list[bool]]:
 
 def pathstar_outcomes(model, settings: TaskSettings) -> dict[str, list[bool]]:
     degree, length = settings.star_degree, settings.star_length
-    graphs = unique(iter_graphs(settings.seed + 2000, ((degree, length),)), lambda g: g[0], settings.n_eval)
+    graphs = unique(iter_graphs(settings.seed + 2000, ((degree, length),), settings.star_labels), lambda g: g[0],
+                    settings.n_eval)
     outputs = complete_greedy(model, [p for p, _ in graphs], max_new_tokens=3 * (length + 1) + 4)
     return {f"degree {degree}, length {length}": [o == a for o, (_, a) in zip(outputs, graphs)]}
 
@@ -82,7 +86,7 @@ TASKS = {
     "countdown": ("E6 countdown", prepare_countdown_corpus, countdown_outcomes,
                   lambda s: dict(difficulties=s.difficulties, max_number=s.max_number)),
     "pathstar": ("E7 path-star", prepare_pathstar_corpus, pathstar_outcomes,
-                 lambda s: dict(settings=((s.star_degree, s.star_length),))),
+                 lambda s: dict(settings=((s.star_degree, s.star_length),), n_labels=s.star_labels)),
 }
 
 
@@ -115,12 +119,22 @@ def run_tasks(settings: TaskSettings, configs_for: ConfigsFor, baseline: str, wo
         configs = configs_for(data_dir, task_dir / "runs", train_overrides, {"block_size": settings.block_size})
         configs = {arm: by_seed for arm, by_seed in configs.items() if not settings.arms or arm in settings.arms}
         train_all([cfg for by_seed in configs.values() for cfg in by_seed.values()], workers)
-        results[name] = score_arms(configs, baseline, outcomes, settings, device)
+        results[name] = score_arms(configs, baseline, outcomes, settings, device, task_dir / "outcomes")
     return results
 
 
+def _outcomes_of(ckpt: Path, outcomes, settings: TaskSettings, device: str, cache: Path) -> dict[str, list[bool]]:
+    """Per-problem outcomes of one checkpoint, cached (a later call, e.g. after an interruption, reads them)."""
+    path = cache / f"{ckpt.parent.parent.parent.name}-{ckpt.parent.parent.name}-{ckpt.name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = outcomes(load_model(ckpt, device), settings)
+    atomic_write(path, json.dumps(result))
+    return result
+
+
 def score_arms(configs: Mapping[str, Mapping[int, RunConfig]], baseline: str, outcomes, settings: TaskSettings,
-               device: str) -> dict:
+               device: str, cache: Path) -> dict:
     base_cfg = next(iter(configs[baseline].values()))
     base_flops = training_flops(base_cfg, base_cfg.train.max_steps)
     result = {"n_eval": settings.n_eval, "max_steps": settings.max_steps, "pass_at_1": {}, "correct": {},
@@ -129,13 +143,13 @@ def score_arms(configs: Mapping[str, Mapping[int, RunConfig]], baseline: str, ou
         result["pass_at_1"][arm], result["correct"][arm] = {}, {}
         for seed, cfg in sorted(by_seed.items()):
             run = Path(cfg.train.out_dir)
-            solved = outcomes(load_model(run, device), settings)
+            solved = _outcomes_of(list_checkpoints(run)[-1], outcomes, settings, device, cache)
             for setting, ok in solved.items():
                 result["correct"][arm].setdefault(setting, []).append(ok)
                 result["pass_at_1"][arm].setdefault(setting, []).append(sum(ok) / len(ok))
             if arm != baseline:
                 ckpt = equal_compute_checkpoint(run, cfg, base_flops)
-                same = outcomes(load_model(ckpt, device), settings)
+                same = _outcomes_of(ckpt, outcomes, settings, device, cache)
                 entry = result["equal_compute"].setdefault(arm, {"steps": []})
                 entry["steps"].append(checkpoint_step(ckpt))
                 for setting, ok in same.items():
