@@ -10,7 +10,7 @@ import torch
 
 import futuretoken as ft
 from conftest import tiny_config
-from futuretoken.eval.future_bag import current_token_gain, future_bag_probe, future_bags
+from futuretoken.eval.future_bag import FutureBags, future_bag_probe, future_bags
 from futuretoken.eval.matched import pick_matched_pair
 from futuretoken.eval.ngram import NgramModel
 from futuretoken.eval.smoothness import adjacent_cosine, other_document_partner, smoothness_experiment
@@ -90,19 +90,25 @@ def test_future_bags_and_the_current_token_control():
     bags = future_bags(windows, horizon=3, vocab=8)  # T = 3: positions 0..2, bags of x_{t+2}, x_{t+3}
     assert bags.shape == (3, 8)
     assert bags[0].nonzero().flatten().tolist() == [3, 4]
+    assert future_bags(windows, horizon=3, vocab=8, stride=2).shape == (2, 8)  # positions 0 and 2
     periodic = torch.arange(16).repeat(40).unfold(0, 20, 7)[:60]  # the future is a function of x_t
     iid = torch.randint(0, 16, (60, 20), generator=torch.Generator().manual_seed(0))
-    assert current_token_gain(periodic[:40], periodic[40:], 4, 16) > 2.0
-    assert abs(current_token_gain(iid[:40], iid[40:], 4, 16)) < 0.3
+    assert FutureBags.build(periodic[:40], periodic[40:], 4, 16, stride=1).token_r2 > 90  # percent
+    assert abs(FutureBags.build(iid[:40], iid[40:], 4, 16, stride=1).token_r2) < 5
+    assert len(FutureBags.build(iid[:40], iid[40:], 4, 16, n_labels=5).labels) == 5
 
 
 def test_future_bag_probe_reads_the_state_without_training_the_model():
     model = ft.GPT(tiny_config(vocab_size=16, block_size=16))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     periodic = torch.arange(16).repeat(60).unfold(0, 20, 5)[:100]
-    result = future_bag_probe(model, periodic[:60], periodic[60:], horizon=4, steps=120)
+    bags = FutureBags.build(periodic[:60], periodic[60:], horizon=4, vocab=16, stride=2)
+    result = future_bag_probe(model, bags)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert result["gain"] > 1.0  # the random embedding identifies x_t, which fixes the future here
+    assert result["r2"] > 50  # the random embedding identifies x_t, which fixes the future here
+    iid = torch.randint(0, 16, (100, 20), generator=torch.Generator().manual_seed(1))
+    noise = future_bag_probe(model, FutureBags.build(iid[:60], iid[60:], 4, 16, stride=2))
+    assert noise["r2"] < 5  # nothing to find: the held-out R^2 stays near zero
 
 
 class FakeEncoderModel:

@@ -9,7 +9,7 @@ from futuretoken.eval.suite import SuiteSettings
 from futuretoken.reproduce import Experiment, reproduce
 
 # No E4 (the judge is tested on its own) and no E5 (labelled sets are fetched; tested on their own).
-TOY_SUITE = SuiteSettings(eval_batches=2, trajectory_batches=1, probe_windows=8, probe_steps=3, smooth_per_document=4,
+TOY_SUITE = SuiteSettings(eval_batches=2, trajectory_batches=1, probe_windows=8, smooth_per_document=4,
                           smooth_min_windows=4, coherence_prompts=0, datasets=(), floor_seeds=(0,))
 
 

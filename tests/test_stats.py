@@ -60,7 +60,7 @@ def test_verdict(diff, p_adj, p_tost, valid, expected):
 def measurement(loss, excess, state_use=None, brown=0.7, chance=0.3):
     m = {"model_type": "ftp" if state_use is not None else "gpt",
          "E1": {"next_token_loss": loss},
-         "E2": {"gain": 0.1},
+         "E2": {"r2": 1.0},
          "E3": {"summary": {"excess": {"mean": excess}}},
          "E5": {"brown": {"probe": {"mean": {"accuracy": brown, "correct": [True, False, True],
                                              "above_chance": {"passed": brown > chance}}}}}}

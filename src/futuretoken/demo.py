@@ -36,7 +36,7 @@ def demo_experiment(steps: int = DEMO_STEPS, device: str = "auto") -> Experiment
         "experiment": {"seeds": [0], "workers": 2},
         "arms": {"gpt": {"train": {"model": "gpt"}}, "ftp": {"train": {"model": "ftp"}}},
         # E1-E5 at demo scale: a few minutes on 2 cores for both models and one random-init floor.
-        "suite": {"eval_batches": 6, "trajectory_batches": 2, "probe_windows": 32, "probe_steps": 80,
+        "suite": {"eval_batches": 6, "trajectory_batches": 2, "probe_windows": 128,
                   "smooth_per_document": 10, "smooth_min_windows": 60, "coherence_prompts": 30,
                   "coherence_new_tokens": 48, "labelled_limit": 600, "floor_seeds": [0]},
     })

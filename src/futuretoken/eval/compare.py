@@ -122,7 +122,7 @@ def compare_runs(runs: Mapping[str, Mapping[int, Path]], baseline: str, out_dir:
             "model_type": infos[arm][seeds[0]]["model_type"], "model": infos[arm][seeds[0]]["model"],
             "train": {k: infos[arm][seeds[0]]["train"][k] for k in ("max_steps", "batch_size", "lr", "grad_accum")},
             "train_flops_per_token": _flops(infos[arm][seeds[0]])} for arm in runs},
-        "settings": asdict(settings), "gates": asdict(gates), "ngram": data.ngram, "token_gain": data.token_gain,
+        "settings": asdict(settings), "gates": asdict(gates), "ngram": data.ngram, "token_r2": data.bags.token_r2,
         "matched": matched, "pairs": {arm: [{"ftp": p[0], "gpt": p[1], "gates": p[2]} for p in ps]
                                       for arm, ps in pairs.items()},
         "rows": rows, "floors": floors, "state_use_trajectory": trajectory,

@@ -167,20 +167,20 @@ def render_report(results: dict) -> str:
 
 
 def controls(results: dict) -> list[str]:
-    out = [f"- E2: the current token alone gives {_fmt(results['token_gain'])} nats/position about the future bag "
-           "(a count table); a state that holds more than its token must beat it."]
+    out = [f"- E2 control: the current token alone explains {_fmt(results['token_r2'])}% of the future bag's variance "
+           "(held out); a state that holds more than its own token must beat it."]
     for arm, pairs in results["pairs"].items():
         for label, side in ((arm, "ftp"), (f"{results['baseline']} (matched to {arm})", "gpt")):
             e3 = [p[side]["E3"] for p in pairs]
             out.append(f"- E3 {label}: adjacent {_mean_se([e['summary']['adjacent']['mean'] for e in e3])}, "
                        f"cross-document {_mean_se([e['summary']['cross_document']['mean'] for e in e3])}, "
                        f"raw (uncentred) {_mean_se([e['raw_adjacent'] for e in e3])}; "
-                       f"E2 gain {_mean_se([p[side]['E2']['gain'] for p in pairs])}")
+                       f"E2 R² {_mean_se([p[side]['E2']['r2'] for p in pairs])}%")
     for arm, floors in results.get("floors", {}).items():
         if floors:
             out.append(f"- random-init floor ({arm}'s shape, {len(floors)} init seeds): E3 excess "
-                       f"{_mean_se([f['E3']['summary']['excess']['mean'] for f in floors])}, E2 gain "
-                       f"{_mean_se([f['E2']['gain'] for f in floors])}")
+                       f"{_mean_se([f['E3']['summary']['excess']['mean'] for f in floors])}, E2 R² "
+                       f"{_mean_se([f['E2']['r2'] for f in floors])}%")
     return out
 
 

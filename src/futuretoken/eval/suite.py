@@ -21,7 +21,7 @@ import torch
 from ..data import TokenShards, load_tokenizer
 from .coherence import generate_continuations, score_continuations
 from .coherence_items import coherence_items
-from .future_bag import current_token_gain, future_bag_probe
+from .future_bag import FutureBags, future_bag_probe
 from .ngram import NgramModel
 from .smoothness import smoothness_experiment
 from .state_use import next_token_losses, state_ablation
@@ -32,8 +32,9 @@ from .windows import document_windows, loss_windows, split_halves
 class SuiteSettings:
     eval_batches: int = 20  # E1 / matching / gate 2: batches of 16 windows, from each validation half
     trajectory_batches: int = 4  # gate 2 along training: batches per kept checkpoint
-    probe_windows: int = 64  # E2: windows for the future-bag probe (training split; tested on report windows)
-    probe_steps: int = 150
+    probe_windows: int = 512  # E2: windows fitting the future-bag probe (selection half) and scoring it (report)
+    probe_labels: int = 256  # E2: the most frequent future tokens predicted
+    probe_stride: int = 2  # E2: every stride-th position
     smooth_per_document: int = 10  # E3: windows inside held-out documents, at most this many per document
     smooth_min_windows: int = 100
     coherence_prompts: int = 75  # E4: prompts cut from inside held-out documents (0: no E4)
@@ -58,9 +59,7 @@ class EvalData:
     selection: torch.Tensor  # (n, T + 1) windows of the selection half: choose the matched pair
     report: torch.Tensor  # (n, T + 1) windows of the report half: measure it
     ngram: dict[str, float]  # unigram / bigram next-token loss on the report windows
-    probe_train: torch.Tensor  # (n, T + N) training-split windows for the E2 probe
-    probe_test: torch.Tensor  # (n, T + N) report-half windows
-    token_gain: float  # E2 control: what x_t alone tells about the future bag
+    bags: FutureBags  # E2's probe data: training-split and report-half windows, labels, controls
     smooth: torch.Tensor  # (n, T) windows inside report-half documents
     smooth_docs: np.ndarray  # (n,) their documents
     coherence: list | None = None  # E4 items (eval/coherence_items.py), or None when E4 is off
@@ -76,13 +75,13 @@ class EvalData:
         selection = loss_windows(halves["selection"], T + 1, settings.eval_batches, seed=1234 + s)
         report = loss_windows(halves["report"], T + 1, settings.eval_batches, seed=4321 + s)
         ngram = NgramModel.fit(np.asarray(train.tokens), vocab).cross_entropy(report.numpy())
-        probe_train = loss_windows(train.tokens, T + horizon, 1, settings.probe_windows, seed=99 + s)
-        probe_test = loss_windows(halves["report"], T + horizon, 1, settings.probe_windows, seed=98 + s)
+        bags = FutureBags.build(loss_windows(halves["selection"], T + horizon, 1, settings.probe_windows, seed=99 + s),
+                                loss_windows(halves["report"], T + horizon, 1, settings.probe_windows, seed=98 + s),
+                                horizon, vocab, settings.probe_labels, settings.probe_stride)
         smooth, docs = document_windows(halves["report"], eot, T, settings.smooth_per_document,
                                         settings.smooth_min_windows)
         tokenizer = load_tokenizer(data_dir)
-        data = cls(data_dir, tokenizer, T, horizon, selection, report, ngram, probe_train, probe_test,
-                   current_token_gain(probe_train, probe_test, horizon, vocab), smooth, docs)
+        data = cls(data_dir, tokenizer, T, horizon, selection, report, ngram, bags, smooth, docs)
         if settings.coherence_prompts:
             data.coherence = coherence_items(halves["report"], eot, settings.coherence_prompts,
                                              settings.coherence_prompt_tokens, settings.coherence_new_tokens, seed=s)
@@ -98,8 +97,7 @@ def measure(model, data: EvalData, settings: SuiteSettings) -> dict:
                            "perplexity": math.exp(float(losses.mean()))}}
     if model.model_type == "ftp":
         result["state_use"] = state_ablation(model, data.report, seed=settings.seed)
-    result["E2"] = future_bag_probe(model, data.probe_train, data.probe_test, data.horizon,
-                                    steps=settings.probe_steps, seed=settings.seed)
+    result["E2"] = future_bag_probe(model, data.bags)
     result["E3"] = smoothness_experiment(model, data.smooth, data.smooth_docs, seed=settings.seed)
     if data.coherence is not None:
         result["E4"] = {"continuations": generate_continuations(model, data.coherence, settings.seed,
@@ -124,8 +122,7 @@ def measure_floor(model, data: EvalData, settings: SuiteSettings, seed: int) -> 
     """The untrained floor of a model's shape: E2, E3 and E5 on a random initialisation (init `seed`)."""
     floor = random_init_like(model, seed)
     result = {"seed": seed,
-              "E2": future_bag_probe(floor, data.probe_train, data.probe_test, data.horizon,
-                                     steps=settings.probe_steps, seed=settings.seed),
+              "E2": future_bag_probe(floor, data.bags),
               "E3": smoothness_experiment(floor, data.smooth, data.smooth_docs, seed=settings.seed)}
     if settings.datasets:
         from .classification import measure_classification
