@@ -1,7 +1,5 @@
-"""E4 (topic coherence) and E5 (classification probe) machinery, and the labelled sets they read."""
+"""E5 (classification probe) machinery and the labelled sets it reads."""
 
-import re
-import zlib
 from collections import Counter
 
 import numpy as np
@@ -12,12 +10,7 @@ import futuretoken as ft
 from futuretoken.data.tokenizer import build_tokenizer
 from futuretoken.eval import classification
 from futuretoken.eval.classification import bag_of_words_baseline, probe_accuracy, random_init_like
-from futuretoken.eval.coherence import coherence_experiment, minilm_judge, score_windows, split_windows
 from futuretoken.eval.labelled import load_labelled, stratified_subsample
-
-
-def window_scores(prompt, windows, judge):
-    return score_windows([prompt], [windows], judge)[0]
 
 TOPICS = {
     "sport": "match goal team player coach league score win season striker keeper referee".split(),
@@ -35,15 +28,6 @@ def topical_texts(n_per_topic: int, seed: int = 0) -> tuple[list[str], list[int]
             texts.append(" ".join(rng.choice(words if rng.random() < 0.4 else FILLER) for _ in range(30)))
             labels.append(label)
     return texts, labels
-
-
-def bow_judge(texts: list[str]) -> np.ndarray:
-    """A stand-in sentence encoder: hashed bag of words (64 buckets)."""
-    out = np.zeros((len(texts), 64))
-    for i, text in enumerate(texts):
-        for w in re.findall(r"[a-z]+", text.lower()):
-            out[i, zlib.crc32(w.encode()) % 64] += 1
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -126,41 +110,3 @@ def test_classification_experiment_pipeline(tiny_models, monkeypatch):
     r = classification.classification_experiment(tiny_models["gpt"], dataset="toy")
     assert r["n"] == 30 and r["truncated"] >= 1 and r["max_tokens"] == 64 and set(r["probe"]) == {"mean", "last"}
     assert all(0 <= p["mean"] <= 1 for p in r["probe"].values()) and r["bag_of_words"]["mean"] > 0.8
-
-
-def test_window_scores_prefer_on_topic():
-    prompt = "the striker scored a goal and the team won the match"
-    on = ["the keeper saved a goal late in the match", "the coach praised the team and the striker"]
-    off = ["the bank raised the rate as inflation hit the economy", "shares fell as investor profit dropped"]
-    s_on, s_off = window_scores(prompt, on, bow_judge), window_scores(prompt, off, bow_judge)
-    assert s_on.shape == s_off.shape == (2,) and s_on.min() > s_off.max()
-
-
-def test_split_windows(tiny_models):
-    tok = tiny_models["ftp"].tokenizer
-    ids = tok.encode("the band played a song") + [tok.eot_token] + tok.encode("the bank market")
-    windows = split_windows(ids, tok, 4)
-    assert len(windows) == len(ids) // 4
-    assert "".join(windows).replace("\n", "") == tok.decode([t for t in ids[: 4 * len(windows)] if t != tok.eot_token])
-    assert "<|endoftext|>" not in "".join(windows) and "\n" in "".join(windows)
-
-
-@pytest.mark.parametrize("kind", ["ftp", "gpt"])
-def test_coherence_experiment_shapes(tiny_models, kind):
-    model = tiny_models[kind]
-    prompts = ["the striker scored a goal", "the bank raised the rate and shares fell " * 10, "the band"]
-    r = coherence_experiment(model, prompts, judge=bow_judge, seeds=(0, 1), max_new_tokens=20, window=8)
-    assert len(r["by_window"]) == len(r["by_window_std"]) == 2 and len(r["per_seed"]) == 2
-    assert r["n_prompts"] == 3 and r["prompt_tokens_mean"] <= 64 - 20 - 1
-    assert np.isfinite([r["mean"], r["std"], *r["by_window"]]).all() and 0 <= r["eot_fraction"] <= 1
-    again = coherence_experiment(model, prompts, judge=bow_judge, seeds=(0, 1), max_new_tokens=20, window=8)
-    assert again["per_seed"] == r["per_seed"]  # seeded sampling: reproducible
-
-
-def test_minilm_judge_offline():
-    judge = minilm_judge()
-    prompt = "The striker scored twice as the home team won the football match."
-    on, off = window_scores(prompt, ["The goalkeeper saved a penalty in the second half of the game.",
-                                     "The central bank raised interest rates to curb inflation."], judge)
-    assert judge(["a sentence"]).shape == (1, 384)
-    assert on > 0.3 and off < 0.2 and on - off > 0.3  # measured: 0.51 vs -0.05

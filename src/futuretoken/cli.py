@@ -55,21 +55,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
     _add_sampling_args(p)
 
-    p = sub.add_parser("reproduce", help="train FTP + GPT and run every paper experiment (E1-E7) from one file")
+    p = sub.add_parser("reproduce", help="train every arm and seed, run E1-E7 with gates and statistics, from one file")
     p.add_argument("--config", required=True, help="configs/experiments/cpu.toml or gpu.toml")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default=None, help="train and evaluate here (default: the config's train.device)")
+    p.add_argument("--judge-coherence", action="store_true",
+                   help="judge E4 now, also where the config defers it (suite.coherence_judge = false)")
 
-    p = sub.add_parser("eval", help="the paper's experiments E1-E5 on one run")
+    p = sub.add_parser("eval", help="the paper's measurements (E1-E5, state use) on one run")
     p.add_argument("run")
     p.add_argument("--suite", default="paper", choices=["paper"])
     p.add_argument("--out", required=True)
     p.add_argument("--quick", action="store_true", help="CPU-sized settings (the demo's)")
     p.add_argument("--device", default="auto")
 
-    p = sub.add_parser("compare", help="FTP vs GPT at matched next-token loss: E1-E5 side by side, with verdicts")
-    p.add_argument("run_ftp")
-    p.add_argument("run_gpt")
+    p = sub.add_parser("compare", help="runs at matched next-token loss against a baseline run, with gates and verdicts")
+    p.add_argument("baseline", help="the baseline run (e.g. a GPT run folder)")
+    p.add_argument("runs", nargs="+", help="one run folder per other arm (one seed each: use reproduce for several)")
     p.add_argument("--out", required=True)
     p.add_argument("--quick", action="store_true", help="CPU-sized settings (the demo's)")
     p.add_argument("--device", default="auto")
@@ -180,7 +182,7 @@ def cmd_embed(args) -> None:
 
 def _suite(quick: bool):
     from .demo import demo_experiment
-    from .eval.paper import SuiteSettings
+    from .eval.suite import SuiteSettings
 
     return demo_experiment().suite if quick else SuiteSettings()
 
@@ -189,23 +191,29 @@ def cmd_reproduce(args) -> None:
     from .reproduce import Experiment, reproduce
 
     experiment = Experiment.load(args.config)
+    if args.judge_coherence:
+        experiment.suite.coherence_judge = True
     if args.device is not None:
-        experiment.run.train.device = args.device
+        experiment.run.train.device = args.device  # the runs, the tasks and the measurements
     report = reproduce(experiment, args.out)
     print(report.read_text())
     print(f"report written to {report}")
 
 
 def cmd_eval(args) -> None:
-    from .eval.paper import evaluate_run
+    from .eval.suite import evaluate_run
 
     print(f"results written to {evaluate_run(args.run, args.out, _suite(args.quick), device=args.device)}")
 
 
 def cmd_compare(args) -> None:
-    from .eval.paper import compare
+    from .eval.compare import compare_runs
 
-    report = compare(args.run_ftp, args.run_gpt, args.out, _suite(args.quick), device=args.device)
+    names = [Path(r).name for r in (args.baseline, *args.runs)]
+    if len(set(names)) != len(names):  # arms are named by their folders; make repeated names unique
+        names = [f"{n}-{i}" for i, n in enumerate(names)]
+    runs = {name: {0: Path(run)} for name, run in zip(names, (args.baseline, *args.runs))}
+    report = compare_runs(runs, names[0], args.out, _suite(args.quick), device=args.device)
     print(report.read_text())
     print(f"report written to {report}")
 

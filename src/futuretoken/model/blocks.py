@@ -166,7 +166,7 @@ class Block(nn.Module):
 
 def init_module(module: nn.Module, n_residual_layers: int) -> None:
     """GPT-2 init of one module (not its children): weights N(0, 0.02), residual projections
-    scaled by 1/sqrt(2 * layers), zero biases, LayerNorm to identity."""
+    scaled by 1/sqrt(2 * layers), zero biases, LayerNorm to identity, other parameters zero."""
     if isinstance(module, nn.Linear):
         std = 0.02 / (2 * n_residual_layers) ** 0.5 if getattr(module, "residual_out", False) else 0.02
         nn.init.normal_(module.weight, mean=0.0, std=std)
@@ -178,6 +178,9 @@ def init_module(module: nn.Module, n_residual_layers: int) -> None:
         nn.init.ones_(module.weight)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+    else:  # parameters a module holds itself, e.g. FTP's learned decoder start vector: zero
+        for p in module.parameters(recurse=False):
+            nn.init.zeros_(p)
 
 
 def init_weights(module: nn.Module, n_residual_layers: int) -> None:

@@ -3,6 +3,9 @@
 The decoder's only view of the past is h_t: it self-attends to its own
 teacher-forced inputs x_t .. x_{t+N-1} and cross-attends to the P vectors that
 h_t is linearly expanded into. Output k predicts x_{t+k}.
+
+`decoder_start = "learned"` replaces the first input x_t by a learned vector: the decoder
+then cannot read the current token from its own input, so h_t has to carry it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class FTP(LanguageModel):
         d, P = config.n_embd, config.pseudo_len
         self.expand = nn.Linear(d, P * d, bias=config.bias)
         self.dec_wpe = nn.Embedding(config.horizon, d)
+        self.dec_start = nn.Parameter(torch.zeros(d)) if config.decoder_start == "learned" else None
         self.dec_drop = nn.Dropout(config.dropout)
         self.dec_blocks = nn.ModuleList(
             Block(d, config.dec_head, config.bias, config.dropout, cross=True) for _ in range(config.dec_layer)
@@ -69,8 +73,10 @@ class FTP(LanguageModel):
         if start + n > self.config.horizon:
             raise ValueError(f"decoder asked for steps {start}..{start + n - 1}; it has horizon {self.config.horizon}")
         pos = torch.arange(start, start + n, device=inputs.device)
-        embedded = inputs if inputs.is_floating_point() else self.encoder.wte(inputs)  # (M, n, d)
-        x = self.dec_drop(embedded + self.dec_wpe(pos))  # (M, n, d)
+        tok = inputs if inputs.is_floating_point() else self.encoder.wte(inputs)  # (M, n, d)
+        if self.dec_start is not None and start == 0:  # step 1 reads the start vector, not x_t
+            tok = torch.cat([self.dec_start.expand(tok.shape[0], 1, -1), tok[:, 1:]], dim=1)
+        x = self.dec_drop(tok + self.dec_wpe(pos))  # (M, n, d)
         for i, block in enumerate(self.dec_blocks):
             x = block(x, cache=cache[i] if cache else None, memory_kv=memory[i])
         return self.dec_ln(x)
