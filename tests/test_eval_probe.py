@@ -14,13 +14,13 @@ from futuretoken.eval import classification
 from futuretoken.eval.classification import (
     above_chance,
     bag_of_words_baseline,
-    paired_exact_test,
     pooled_features,
     probe_accuracy,
     random_init_floor,
     random_init_like,
 )
 from futuretoken.eval.labelled import BROWN_TOPICS, LabelledSet, brown_passages, load_labelled, stratified_subsample
+from futuretoken.eval.suite import SuiteSettings
 from futuretoken.infer.embed import embed
 
 TOPICS = {
@@ -59,7 +59,7 @@ def test_probe_separates_separable_features():
     features = rng.normal(size=(120, 8)) + 6.0 * np.eye(3, 8)[labels]  # class means 6 sd apart
     r = probe_accuracy(features, labels)
     assert r["accuracy"] >= 0.99 and len(r["folds"]) == len(r["chosen_C"]) == 5 and r["chance"] == pytest.approx(1 / 3)
-    assert r["above_chance"]["above"] and len(r["correct"]) == 120
+    assert r["above_chance"]["passed"] and len(r["correct"]) == 120
 
 
 def test_nested_cv_picks_a_small_C_on_noise_and_a_large_C_on_signal():
@@ -115,26 +115,11 @@ def test_grouped_cv_keeps_each_document_on_one_side(monkeypatch):
     assert all(not set(g[tr]) & set(g[te]) for g, tr, te in splits)
 
 
-def test_paired_exact_test():
-    a = np.array([True] * 50 + [False] * 50)
-    r = paired_exact_test(a, a)
-    assert r == {"p_value": 1.0, "a_only": 0, "b_only": 0, "n": 100}
-    b = a.copy()
-    b[:8] = False  # A alone is right on 8 texts: two-sided p = 2 / 2**8
-    r = paired_exact_test(a, b)
-    assert (r["a_only"], r["b_only"]) == (8, 0) and r["p_value"] == pytest.approx(2 / 2**8)
-    b[50:58] = True  # 8 against 8: no evidence either way
-    assert paired_exact_test(a, b)["p_value"] == pytest.approx(1.0)
-    assert paired_exact_test(b, a)["b_only"] == 8
-    with pytest.raises(ValueError, match="equal length"):
-        paired_exact_test(a, a[:-1])
-
-
 def test_majority_guard():
     at_chance = above_chance([True] * 60 + [False] * 40, chance=0.6)
-    assert not at_chance["above"] and at_chance["p_value"] > 0.4 and at_chance["majority_rate"] == 0.6
+    assert not at_chance["passed"] and at_chance["p_value"] > 0.4 and at_chance["majority_rate"] == 0.6
     above = above_chance([True] * 75 + [False] * 25, chance=0.6)
-    assert above["above"] and above["p_value"] < 0.01 and above["accuracy"] == 0.75
+    assert above["passed"] and above["p_value"] < 0.01 and above["accuracy"] == 0.75
 
 
 def test_probe_on_random_labels_is_at_chance():
@@ -143,7 +128,7 @@ def test_probe_on_random_labels_is_at_chance():
     rng = np.random.default_rng(1)
     labels = rng.permutation(np.repeat([0, 1], 200))
     r = probe_accuracy(rng.normal(size=(400, 16)), labels, seed=3)
-    assert r["chance"] == 0.5 and abs(r["accuracy"] - 0.5) < 0.1 and not r["above_chance"]["above"]
+    assert r["chance"] == 0.5 and abs(r["accuracy"] - 0.5) < 0.1 and not r["above_chance"]["passed"]
 
 
 def test_probe_rejects_too_small_classes():
@@ -259,6 +244,19 @@ def test_pooled_features_match_embed(tiny_models, monkeypatch):
     pooled = pooled_features(model, ids)
     for pool in ("mean", "last"):
         np.testing.assert_allclose(pooled[pool], embed(model, ids, pool=pool), atol=1e-5)
+
+
+def test_measure_classification_and_the_shared_bag_of_words(tiny_models, monkeypatch):
+    toy_set(monkeypatch)
+    calls = []
+    real = classification.bag_of_words_baseline
+    monkeypatch.setattr(classification, "bag_of_words_baseline", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(classification, "_BAG_OF_WORDS", {})
+    settings = SuiteSettings(datasets=("toy",), labelled_limit=None, seed=0)
+    ftp = classification.measure_classification(tiny_models["ftp"], settings)
+    gpt = classification.measure_classification(tiny_models["gpt"], settings)
+    assert set(ftp) == {"toy"} and ftp["toy"]["n"] == 30
+    assert ftp["toy"]["bag_of_words"] == gpt["toy"]["bag_of_words"] and len(calls) == 1  # same text seen: once
 
 
 def test_random_init_floor(tiny_models, monkeypatch):

@@ -27,27 +27,37 @@ Protocol:
   the Cs serve each inner fold.
 - Reported per pooling: "accuracy" (out-of-fold accuracy over all n texts), "correct" (one bool
   per text, in the order of load_labelled: whether its out-of-fold prediction was right; two
-  models probed on the same set can be compared text by text with `paired_exact_test`),
-  "folds" (accuracy per outer fold; "mean" and "std" (ddof=0) over them), "chosen_C" (per
-  outer fold), and "above_chance": a one-sided exact binomial test of the correct count against
-  the majority-class rate ("chance") at alpha 0.05. (Out-of-fold predictions come from five
-  fitted probes, not one, so the test treats them as independent trials: an approximation.)
+  models probed on the same set can be compared text by text with the exact McNemar test,
+  eval/stats.py `mcnemar_exact`), "folds" (accuracy per outer fold), "chosen_C" (per outer
+  fold), and "above_chance": a one-sided exact binomial test of the correct count against the
+  majority-class rate ("chance") at alpha 0.05, "passed" when p < alpha. (Out-of-fold
+  predictions come from five fitted probes, not one, so the test treats them as independent
+  trials: an approximation.)
 - Baselines: bag of words (TF-IDF of words, sublinear tf, fitted on each outer training fold in
-  place of the scaler, same nested CV) on the text the model saw; the untrained floor is the
-  same probe on `random_init_like(model, s)` for several init seeds s (`random_init_floor`).
+  place of the scaler, same nested CV) on the text the model saw; it depends only on that text
+  (the tokenizer and block_size), so a process computes it once per set and reuses it for every
+  model that sees the same text. The untrained floor is the same probe on
+  `random_init_like(model, s)` for several init seeds s (`random_init_floor`).
 - Deterministic given `seed` (subsample and every split) and the model.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..infer.embed import embed
 from .labelled import LabelledSet, load_labelled
+
+if TYPE_CHECKING:
+    from .suite import SuiteSettings
 
 EXTRA_HINT = "pip install 'futuretoken[eval]'"
 CS = tuple(float(c) for c in np.logspace(-3, 2, 6))
@@ -91,31 +101,14 @@ def _check_classes(y: np.ndarray, groups: np.ndarray | None, folds: int, inner_f
 def above_chance(correct: Sequence[bool], chance: float, alpha: float = ALPHA) -> dict:
     """Is an accuracy meaningfully above the majority-class rate? One-sided exact binomial test.
 
-    Returns {"majority_rate", "accuracy", "p_value", "alpha", "above": p_value < alpha}.
+    Returns {"majority_rate", "accuracy", "p_value", "alpha", "passed": p_value < alpha}.
     """
     from scipy.stats import binomtest
 
     correct = np.asarray(correct, dtype=bool)
     p = binomtest(int(correct.sum()), len(correct), chance, alternative="greater").pvalue
     return {"majority_rate": float(chance), "accuracy": float(correct.mean()), "p_value": float(p),
-            "alpha": alpha, "above": bool(p < alpha)}
-
-
-def paired_exact_test(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict:
-    """Exact McNemar test of two probes' per-text correctness on the same texts (same order).
-
-    Only the discordant texts count: under the null hypothesis each is equally likely to favour
-    either probe, so a_only ~ Binomial(a_only + b_only, 1/2); two-sided p (1.0 with no discordant text).
-    Returns {"p_value", "a_only" (texts only A got right), "b_only", "n"}.
-    """
-    from scipy.stats import binomtest
-
-    a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"correct_a and correct_b must be flat and of equal length, got {a.shape} and {b.shape}")
-    a_only, b_only = int((a & ~b).sum()), int((b & ~a).sum())
-    p = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
-    return {"p_value": float(p), "a_only": a_only, "b_only": b_only, "n": len(a)}
+            "alpha": alpha, "passed": bool(p < alpha)}
 
 
 def _logistic_cv(Cs: Sequence[float], inner: list, max_iter: int):
@@ -137,8 +130,7 @@ def nested_cv(make_features, X, labels: Sequence[int], groups: Sequence | None =
 
     make_features: a factory of the transformer that precedes the logistic regression (a scaler,
     a TF-IDF vectorizer), fitted on each outer training fold. X: (n, d) array or n texts.
-    Returns {"accuracy", "mean", "std", "folds", "chosen_C", "correct", "chance", "above_chance"}
-    (see the module docstring).
+    Returns {"accuracy", "folds", "chosen_C", "correct", "chance", "above_chance"} (see the module docstring).
     """
     _sklearn()
     from threadpoolctl import threadpool_limits
@@ -164,8 +156,7 @@ def nested_cv(make_features, X, labels: Sequence[int], groups: Sequence | None =
             fold_accuracy.append(float(correct[test].mean()))
             chosen.append(float(np.ravel(probe.C_)[0]))
     chance = float(counts.max() / counts.sum())
-    return {"accuracy": float(correct.mean()), "mean": float(np.mean(fold_accuracy)),
-            "std": float(np.std(fold_accuracy)), "folds": fold_accuracy, "chosen_C": chosen,
+    return {"accuracy": float(correct.mean()), "folds": fold_accuracy, "chosen_C": chosen,
             "correct": correct.tolist(), "chance": chance, "above_chance": above_chance(correct, chance)}
 
 
@@ -189,6 +180,18 @@ def bag_of_words_baseline(texts: Sequence[str], labels: Sequence[int], groups: S
 
     make = lambda: TfidfVectorizer(sublinear_tf=True)  # noqa: E731
     return nested_cv(make, np.asarray(list(texts), dtype=object), labels, groups, folds, inner_folds, seed, Cs)
+
+
+_BAG_OF_WORDS: dict[str, dict] = {}  # sha256 of (texts, labels, groups, folds, seed) -> result
+
+
+def _bag_of_words_once(texts: list[str], labels: list[int], groups: list[str] | None, folds: int, seed: int) -> dict:
+    """bag_of_words_baseline, computed once per process for the same inputs (a copy each time)."""
+    key = hashlib.sha256(json.dumps([list(texts), [int(y) for y in labels], None if groups is None else
+                                     [str(g) for g in groups], folds, seed]).encode()).hexdigest()
+    if key not in _BAG_OF_WORDS:
+        _BAG_OF_WORDS[key] = bag_of_words_baseline(texts, labels, groups, folds=folds, seed=seed)
+    return copy.deepcopy(_BAG_OF_WORDS[key])
 
 
 def random_init_like(model, seed: int = 0):
@@ -273,8 +276,15 @@ def classification_experiment(model, dataset: str = "bbc", pool: str | Sequence[
               "probe": _probe_pools(model, texts, _pools(pool), folds, seed), "bag_of_words": None}
     if bag_of_words:
         seen = [model.tokenizer.decode(t) for t in texts.ids]  # exactly the text the model saw
-        result["bag_of_words"] = bag_of_words_baseline(seen, labels, groups, folds=folds, seed=seed)
+        result["bag_of_words"] = _bag_of_words_once(seen, labels, groups, folds, seed)
     return result
+
+
+def measure_classification(model, settings: SuiteSettings) -> dict:
+    """E5 as the suite takes it: {dataset: classification_experiment(...)} for each of settings.datasets,
+    with settings.labelled_limit texts per set (None: DEFAULT_LIMITS) and settings.seed."""
+    limit = "default" if settings.labelled_limit is None else settings.labelled_limit
+    return {ds: classification_experiment(model, ds, limit=limit, seed=settings.seed) for ds in settings.datasets}
 
 
 def random_init_floor(model, dataset: str = "bbc", seeds: Sequence[int] = (0, 1, 2),
