@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="corpus preparation").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("prepare", help="corpus -> tokenizer -> token shards + manifest")
     p.add_argument("--corpus", default="builtin:prose",
-                   help="builtin:prose | builtin:python | PATH/GLOB (*.txt, *.jsonl[#field], *.parquet) | hf:NAME[:CONFIG]")
+                   help="builtin:prose | builtin:brown | builtin:python | builtin:prose+brown | PATH/GLOB (*.txt, *.jsonl[#field], *.parquet) | hf:NAME[:CONFIG]")
     p.add_argument("--tokenizer", default="bpe:4096", help="bpe:VOCAB | gpt2 | PATH/tokenizer.json")
     p.add_argument("--out", required=True)
     p.add_argument("--val-fraction", type=float, default=0.05)
