@@ -16,7 +16,6 @@ from futuretoken.eval.classification import (
     bag_of_words_baseline,
     pooled_features,
     probe_accuracy,
-    random_init_floor,
     random_init_like,
 )
 from futuretoken.eval.labelled import BROWN_TOPICS, LabelledSet, brown_passages, load_labelled, stratified_subsample
@@ -259,11 +258,3 @@ def test_measure_classification_and_the_shared_bag_of_words(tiny_models, monkeyp
     assert ftp["toy"]["bag_of_words"] == gpt["toy"]["bag_of_words"] and len(calls) == 1  # same text seen: once
 
 
-def test_random_init_floor(tiny_models, monkeypatch):
-    toy_set(monkeypatch)
-    r = random_init_floor(tiny_models["ftp"], dataset="toy", seeds=(0, 1, 2), pool="mean")
-    assert r["seeds"] == [0, 1, 2] and len(r["accuracy"]["mean"]) == 3 and r["n"] == 30
-    assert r["mean"]["mean"] == pytest.approx(np.mean(r["accuracy"]["mean"]))
-    one = classification.classification_experiment(random_init_like(tiny_models["ftp"], 1), dataset="toy",
-                                                   pool="mean", bag_of_words=False)
-    assert r["accuracy"]["mean"][1] == one["probe"]["mean"]["accuracy"]

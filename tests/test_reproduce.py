@@ -104,3 +104,11 @@ def test_experiment_files_parse_and_pair_their_arms():
     assert learned.model.decoder_start == "learned" and cpu.run_config("ftp", 0, Path("x")).model.decoder_start == "current"
     assert not gpu.suite.coherence_judge  # the judge's weights do not travel to the GPU machine
     assert cpu.tasks is not None and gpu.tasks is not None and gpu.tasks.pathstar
+
+
+def test_parallel_measurements_equal_sequential_ones(trained_runs, tmp_path):
+    runs = {"gpt": {0: trained_runs / "gpt"}, "ftp": {0: trained_runs / "ftp"}}
+    compare_runs(runs, "gpt", tmp_path / "one", TOY_SUITE, device="cpu", workers=1)
+    compare_runs(runs, "gpt", tmp_path / "two", TOY_SUITE, device="cpu", workers=2)
+    one, two = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
+    assert one["pairs"] == two["pairs"] and one["rows"] == two["rows"] and one["floors"] == two["floors"]

@@ -62,7 +62,8 @@ class Experiment:
         if not settings.seeds or settings.workers < 1:
             raise ConfigError("experiment.seeds needs at least one seed and experiment.workers must be >= 1")
         experiment = cls(run=run, arms=arms, settings=settings, gates=build(GateSettings, tables["gates"], "gates"),
-                         suite=build(SuiteSettings, _tuples(tables["suite"], "datasets", "floor_seeds"), "suite"),
+                         suite=build(SuiteSettings, _tuples(tables["suite"], "datasets", "floor_seeds", "probe_pools"),
+                                     "suite"),
                          tasks=build(TaskSettings, _tuples(tasks, "difficulties", "arms"), "tasks")
                          if tasks is not None else None)
         for arm in arms:  # fail now, not after an hour of training, when an arm's overrides are wrong
@@ -117,7 +118,8 @@ def reproduce(experiment: Experiment, out_dir: str | Path, device: str | None = 
         timing["tasks_s"] = time.perf_counter() - started
     started = time.perf_counter()
     report = compare_runs({arm: {s: Path(cfg.train.out_dir) for s, cfg in by_seed.items()} for arm, by_seed in runs.items()},
-                          settings.baseline, out_dir / "paper", experiment.suite, experiment.gates, device, tasks=tasks)
+                          settings.baseline, out_dir / "paper", experiment.suite, experiment.gates, device, tasks=tasks,
+                          workers=settings.workers)
     timing["compare_s"] = time.perf_counter() - started
     (out_dir / "timing.json").write_text(json.dumps({**timing, "experiment": asdict(settings),
                                                      "cpu_count": os.cpu_count()}, indent=2))

@@ -37,7 +37,7 @@ Protocol:
   place of the scaler, same nested CV) on the text the model saw; it depends only on that text
   (the tokenizer and block_size), so a process computes it once per set and reuses it for every
   model that sees the same text. The untrained floor is the same probe on
-  `random_init_like(model, s)` for several init seeds s (`random_init_floor`).
+  `random_init_like(model, s)` for several init seeds s (eval/suite.measure_floor).
 - Deterministic given `seed` (subsample and every split) and the model.
 """
 
@@ -280,25 +280,9 @@ def classification_experiment(model, dataset: str = "bbc", pool: str | Sequence[
     return result
 
 
-def measure_classification(model, settings: SuiteSettings) -> dict:
+def measure_classification(model, settings: SuiteSettings, bag_of_words: bool = True) -> dict:
     """E5 as the suite takes it: {dataset: classification_experiment(...)} for each of settings.datasets,
-    with settings.labelled_limit texts per set (None: DEFAULT_LIMITS) and settings.seed."""
+    with settings.labelled_limit texts per set (None: DEFAULT_LIMITS), settings.probe_pools and settings.seed."""
     limit = "default" if settings.labelled_limit is None else settings.labelled_limit
-    return {ds: classification_experiment(model, ds, limit=limit, seed=settings.seed) for ds in settings.datasets}
-
-
-def random_init_floor(model, dataset: str = "bbc", seeds: Sequence[int] = (0, 1, 2),
-                      pool: str | Sequence[str] = POOLS, limit: int | None | str = "default", seed: int = 0,
-                      folds: int = 5) -> dict:
-    """The untrained floor: the same probe on `random_init_like(model, s)` for each init seed s.
-
-    seed: the texts' subsample and CV splits (as in classification_experiment), the same for every s.
-    Returns {"dataset", "n", "seeds", "accuracy": {pool: [accuracy per init seed]}, "mean": {pool: mean
-    over init seeds}}.
-    """
-    texts = probe_texts(model, dataset, limit, seed)
-    pools = _pools(pool)
-    per_seed = [_probe_pools(random_init_like(model, s), texts, pools, folds, seed) for s in seeds]
-    accuracy = {p: [r[p]["accuracy"] for r in per_seed] for p in pools}
-    return {"dataset": dataset, "n": len(texts.ids), "seeds": list(seeds), "accuracy": accuracy,
-            "mean": {p: float(np.mean(a)) for p, a in accuracy.items()}}
+    return {ds: classification_experiment(model, ds, pool=settings.probe_pools, limit=limit, seed=settings.seed,
+                                          bag_of_words=bag_of_words) for ds in settings.datasets}

@@ -44,6 +44,7 @@ class SuiteSettings:
     coherence_judge: bool = True  # score E4 now (False: generate only; score later where the judge is)
     datasets: tuple[str, ...] = ("brown", "bbc", "rotten_tomatoes")  # E5 labelled sets (empty: no E5)
     labelled_limit: int | None = None  # E5: texts per set (None: each set's default)
+    probe_pools: tuple[str, ...] = ("mean", "last")  # E5: poolings probed ("mean" is the claims')
     floor_seeds: tuple[int, ...] = (0, 1, 2)  # random-init floors, one per init seed
     seed: int = 0
 
@@ -109,17 +110,10 @@ def measure(model, data: EvalData, settings: SuiteSettings) -> dict:
     return result
 
 
-def random_init_like(model, seed: int = 0):
-    """A randomly initialised model of the same class, config, device and tokenizer (the untrained floor)."""
-    with torch.random.fork_rng(devices=[]):  # leave the caller's random stream untouched
-        torch.manual_seed(seed)
-        fresh = type(model)(model.config)
-    fresh.tokenizer = getattr(model, "tokenizer", None)
-    return fresh.to(model.head_weight.device).eval()
-
-
 def measure_floor(model, data: EvalData, settings: SuiteSettings, seed: int) -> dict:
-    """The untrained floor of a model's shape: E2, E3 and E5 on a random initialisation (init `seed`)."""
+    """The untrained floor of a model's shape: E2, E3 and E5 (no bag of words) on a random init (`seed`)."""
+    from .classification import random_init_like
+
     floor = random_init_like(model, seed)
     result = {"seed": seed,
               "E2": future_bag_probe(floor, data.bags),
@@ -127,7 +121,7 @@ def measure_floor(model, data: EvalData, settings: SuiteSettings, seed: int) -> 
     if settings.datasets:
         from .classification import measure_classification
 
-        result["E5"] = measure_classification(floor, settings)
+        result["E5"] = measure_classification(floor, settings, bag_of_words=False)
     return result
 
 
