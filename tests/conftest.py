@@ -33,7 +33,7 @@ def tiny_config(**overrides) -> ft.ModelConfig:
     return ft.ModelConfig(**{**base, **overrides})
 
 
-@pytest.fixture(params=["gpt", "ftp", "ftp-learned-start"])
+@pytest.fixture(params=["gpt", "ftp", "ftp-learned-start", "mtp", "mtp_seq"])
 def model(request):
     kind, _, start = request.param.partition("-")
     return ft.MODELS[kind](tiny_config(decoder_start="learned" if start else "current")).eval()
@@ -87,11 +87,11 @@ def run_config(data_dir: Path, out_dir: Path, model: str = "ftp", **train) -> Ru
 
 @pytest.fixture(scope="session")
 def trained_runs(data_dir, tmp_path_factory) -> Path:
-    """ROOT/ftp and ROOT/gpt: tiny runs trained for 8 steps on the `data_dir` corpus. Read-only for tests."""
+    """ROOT/{ftp,gpt,mtp,mtp_seq}: tiny runs trained for 8 steps on the `data_dir` corpus. Read-only for tests."""
     from futuretoken.train import train
 
     root = tmp_path_factory.mktemp("runs")
-    for model in ("ftp", "gpt"):
+    for model in ("ftp", "gpt", "mtp", "mtp_seq"):
         train(run_config(data_dir, root / model, model, max_steps=8, ckpt_interval=8, eval_interval=8))
     return root
 

@@ -39,9 +39,13 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
+DRAFTING = [ft.FTP, ft.MTP, ft.MTPSeq]  # the model types with rollout and speculative
+
+
 # --- greedy: exact token-for-token agreement -------------------------------------------------
-def test_greedy_speculative_equals_greedy_ar(device):
-    model = scrambled().to(device)
+@pytest.mark.parametrize("cls", DRAFTING)
+def test_greedy_speculative_equals_greedy_ar(device, cls):
+    model = scrambled(cls).to(device)
     g = torch.Generator().manual_seed(0)
     multi_token_passes = 0
     for i in range(10):
@@ -81,7 +85,7 @@ def test_left_padded_rows_equal_generating_each_prompt_alone(device, strategy, d
     """Prompts of different lengths in one batch: every row is what that prompt gives alone (greedy)."""
     g = torch.Generator().manual_seed(3)
     prompts = [torch.randint(0, 32, (n,), generator=g).tolist() for n in (5, 1, 9, 3, 9)]
-    classes = [ft.GPT, ft.FTP] if strategy == "ar" else [ft.FTP]
+    classes = [ft.GPT, *DRAFTING] if strategy == "ar" else DRAFTING
     for cls in classes:
         model = scrambled(cls).to(device)
         out = generate(model, prompts, 25, strategy, GREEDY, draft_len=draft_len)
@@ -95,7 +99,7 @@ def test_left_padded_rows_equal_generating_each_prompt_alone(device, strategy, d
         assert torch.equal(again.tokens[out.attention_mask.bool()], out.tokens[out.attention_mask.bool()])
 
 
-@pytest.mark.parametrize("cls", [ft.GPT, ft.FTP])
+@pytest.mark.parametrize("cls", [ft.GPT, *DRAFTING])
 def test_cached_ar_equals_recomputation(cls):
     model = scrambled(cls)
     prompt = torch.randint(0, 32, (3, 4))
@@ -141,9 +145,10 @@ def _chi_square_rejects(samples: torch.Tensor, expected_p: torch.Tensor, V: int)
     return stat > critical
 
 
-@pytest.mark.parametrize("cfg", [SamplingConfig(), SamplingConfig(temperature=0.8, top_k=3)])
-def test_speculative_sampling_has_the_ar_distribution(cfg):
-    model = scrambled(vocab_size=5, block_size=16, horizon=3, emb=0.7)
+@pytest.mark.parametrize("cls, cfg", [(ft.FTP, SamplingConfig()), (ft.FTP, SamplingConfig(temperature=0.8, top_k=3)),
+                                      (ft.MTP, SamplingConfig()), (ft.MTPSeq, SamplingConfig(temperature=0.8, top_k=3))])
+def test_speculative_sampling_has_the_ar_distribution(cls, cfg):
+    model = scrambled(cls, vocab_size=5, block_size=16, horizon=3, emb=0.7)
     prompt = torch.tensor([[1, 3, 0]])
     expected = _exact_distribution(model, prompt, 3, cfg)
     g = torch.Generator().manual_seed(1)
@@ -163,12 +168,13 @@ def test_speculative_sampling_has_the_ar_distribution(cfg):
     mixed = [[1, 3, 0], [2], [4, 1, 2, 0, 3]] * 1500
     rows = generate(model, mixed, 3, "speculative", cfg, generator=g).tokens[0::3, -3:]
     assert not _chi_square_rejects(rows, expected, 5)
-    # Power: rollout samples the decoder's own (draft) distribution, which differs from ar's.
+    # Power: rollout samples the drafter's own distribution, which differs from ar's.
     assert _chi_square_rejects(draws("rollout", 4000, 1), expected, 5)
 
 
-def test_speculative_sampling_is_reproducible_with_a_generator():
-    model = scrambled()
+@pytest.mark.parametrize("cls", DRAFTING)
+def test_speculative_sampling_is_reproducible_with_a_generator(cls):
+    model = scrambled(cls)
     prompt = torch.randint(0, 32, (2, 5))
     a = generate(model, prompt, 25, "speculative", generator=torch.Generator().manual_seed(7)).tokens
     b = generate(model, prompt, 25, "speculative", generator=torch.Generator().manual_seed(7)).tokens
@@ -176,9 +182,10 @@ def test_speculative_sampling_is_reproducible_with_a_generator():
 
 
 # --- lengths, streaming, limits ---------------------------------------------------------------
+@pytest.mark.parametrize("cls", DRAFTING)
 @pytest.mark.parametrize("strategy", ["ar", "rollout", "speculative"])
-def test_length_stats_and_stream(strategy):
-    model = scrambled()
+def test_length_stats_and_stream(strategy, cls):
+    model = scrambled(cls)
     prompt = torch.randint(0, 32, (2, 5))
     chunks = []
     out = generate(model, prompt, 11, strategy, draft_len=None if strategy == "ar" else 3,
@@ -191,9 +198,10 @@ def test_length_stats_and_stream(strategy):
         assert out.stats.encoder_passes == 4 and out.stats.tokens_per_encoder_pass == 11 / 4
 
 
+@pytest.mark.parametrize("cls", DRAFTING)
 @pytest.mark.parametrize("strategy", ["ar", "rollout", "speculative"])
-def test_generation_stops_at_block_size(strategy):
-    model = scrambled(block_size=16)
+def test_generation_stops_at_block_size(strategy, cls):
+    model = scrambled(cls, block_size=16)
     out = generate(model, torch.randint(0, 32, (2, 13)), 10, strategy, GREEDY)
     assert out.tokens.shape == (2, 16) and out.stats.new_tokens == 3
 
@@ -221,7 +229,7 @@ def test_errors():
     with pytest.raises(ValueError, match="no room"):
         generate(ftp, torch.zeros(1, 16, dtype=torch.long), 5)
     for strategy in ("rollout", "speculative"):
-        with pytest.raises(ValueError, match=f"{strategy}.*needs an FTP model"):
+        with pytest.raises(ValueError, match=f"{strategy}.*needs a model that drafts"):
             generate(gpt, torch.zeros(1, 2, dtype=torch.long), 5, strategy)
     with pytest.raises(ValueError, match="strategy='beam' is unknown"):
         generate(ftp, torch.zeros(1, 2, dtype=torch.long), 5, "beam")

@@ -24,11 +24,11 @@ TEXTS = ["alpha beta gamma", "delta epsilon zeta eta theta iota.", "mu", "kappa 
 
 @pytest.fixture(scope="module")
 def runs(data_dir, tmp_path_factory):
-    """Trained runs RUNS/{gpt,ftp} and their exports RUNS/hf-{gpt,ftp}."""
+    """Trained runs RUNS/{gpt,ftp,mtp,mtp_seq} and their exports RUNS/hf-{gpt,ftp,mtp,mtp_seq}."""
     import futuretoken.hf as fh
 
     root = tmp_path_factory.mktemp("hf")
-    for kind in ("ftp", "gpt"):
+    for kind in ("ftp", "gpt", "mtp", "mtp_seq"):
         train(run_config(data_dir, root / kind, kind, max_steps=8, ckpt_interval=8, eval_interval=8))
         fh.export_hf(root / kind, root / f"hf-{kind}")
     return root
@@ -36,17 +36,29 @@ def runs(data_dir, tmp_path_factory):
 
 @pytest.fixture(params=["gpt", "ftp"])
 def kind(request):
+    """The wrapper's machinery (attention implementations, torch.export, Trainer, tokenizer, pooling) is
+    the same for every model type; GPT and FTP, whose next-token paths differ, exercise it."""
     return request.param
 
 
-def test_from_pretrained_gives_identical_logits(runs, kind):
+@pytest.fixture(params=["gpt", "ftp", "mtp", "mtp_seq"])
+def any_kind(request):
+    """Every model type: export, loading, logits and generation."""
+    return request.param
+
+
+def test_from_pretrained_gives_identical_logits(runs, any_kind):
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from futuretoken.hf import CAUSAL_LM, CONFIGS
+
+    kind = any_kind
     ours = ft.load(runs / kind)
     hf = AutoModelForCausalLM.from_pretrained(runs / f"hf-{kind}").eval()
-    assert type(hf).__name__ == f"{kind.upper()}ForCausalLM"
-    assert AutoConfig.from_pretrained(runs / f"hf-{kind}").model_type == f"futuretoken-{kind}"
+    assert type(hf) is CAUSAL_LM[kind] and type(hf.model) is type(ours)
+    assert AutoConfig.from_pretrained(runs / f"hf-{kind}").model_type == CONFIGS[kind].model_type
     assert hf.model.config == ours.config
+    assert all(torch.equal(hf.model.state_dict()[k], v) for k, v in ours.state_dict().items())  # heads, modules too
     idx = torch.randint(0, ours.config.vocab_size, (2, ours.config.block_size))
     with torch.no_grad():
         out = hf(idx, labels=idx)
@@ -55,8 +67,6 @@ def test_from_pretrained_gives_identical_logits(runs, kind):
         if kind == "gpt":  # labels: the shifted mean cross-entropy, our own next-token loss
             assert torch.allclose(out.loss, ours.loss(idx).total, atol=1e-5)
     # Wrapping shares tensors; the head stays the token embedding after save/load.
-    from futuretoken.hf import CAUSAL_LM
-
     assert CAUSAL_LM[kind].from_module(ours).model.encoder.wte.weight is ours.encoder.wte.weight
     assert hf.model.head_weight is hf.get_input_embeddings().weight
 
@@ -69,11 +79,12 @@ def _hf_model(runs, kind):
     return hf
 
 
-def test_hf_greedy_generate_equals_our_ar(runs, kind):
+def test_hf_greedy_generate_equals_our_ar(runs, any_kind):
     """Prompts of different lengths, left-padded by the tokenizer: every row is our `ar` of that prompt
     alone, with the KV cache (the default) and without."""
     from transformers import AutoTokenizer
 
+    kind = any_kind
     ours = ft.load(runs / kind)
     hf = _hf_model(runs, kind)
     assert hf.config.use_cache and hf.generation_config.use_cache
@@ -101,13 +112,14 @@ def test_hf_cache_encodes_each_token_once(runs, kind):
     assert lengths == [4, 1, 1, 1, 1]
 
 
-def test_speculative_from_hf_generate_equals_greedy(runs):
+@pytest.mark.parametrize("drafting", ["ftp", "mtp", "mtp_seq"])
+def test_speculative_from_hf_generate_equals_greedy(runs, drafting):
     from transformers import AutoTokenizer
 
     from futuretoken.hf import speculative_decoding
 
-    hf = _hf_model(runs, "ftp")
-    tok = AutoTokenizer.from_pretrained(runs / "hf-ftp", padding_side="left")
+    hf = _hf_model(runs, drafting)
+    tok = AutoTokenizer.from_pretrained(runs / f"hf-{drafting}", padding_side="left")
     batch = tok(TEXTS, return_tensors="pt", padding=True)
     n = hf.config.block_size - batch["input_ids"].shape[1]
     plain = hf.generate(**batch, max_new_tokens=n, do_sample=False)
@@ -116,7 +128,7 @@ def test_speculative_from_hf_generate_equals_greedy(runs):
                            draft_len=draft_len)
         assert torch.equal(fast, plain)
     gpt = _hf_model(runs, "gpt")
-    with pytest.raises(ValueError, match="FTP's future-token decoder"):
+    with pytest.raises(ValueError, match="FTP's decoder, MTP's heads or MTP-seq's modules"):
         gpt.generate(**batch, max_new_tokens=2, custom_generate=speculative_decoding)
     with pytest.raises(ValueError, match="repetition_penalty"):
         hf.generate(**batch, max_new_tokens=2, custom_generate=speculative_decoding, repetition_penalty=1.3)

@@ -1,5 +1,5 @@
 """transformers' own common tests (ModelTesterMixin, ConfigTester, GenerationTesterMixin) on
-GPTForCausalLM / FTPForCausalLM and their base models, with tiny configs.
+GPT/FTP/MTP/MTPSeqForCausalLM and their base models, with tiny configs.
 
 tests/hf_common/ holds pinned copies of tests/test_modeling_common.py and
 tests/test_configuration_common.py from the transformers 5.23.0 source distribution, and our own
@@ -10,7 +10,7 @@ and libraries CI does not have (accelerators, MPS, flash attention 2/3/4, kernel
 features these models do not have (composite sub-configs, MoE experts, RoPE, sliding windows,
 position-embedding resizing, tensor-parallel plans, checkpoint key conversions, fp32-kept modules,
 gradient checkpointing through transformers' API, `capture_outputs`), and one marked slow upstream
-(torch.compile training). Runs in about 25 s on 2 CPU cores.
+(torch.compile training). Runs in about 50 s on 2 CPU cores.
 """
 
 import os
@@ -74,3 +74,11 @@ class TestGPTCommon(_Common, unittest.TestCase):
 
 class TestFTPCommon(_Common, unittest.TestCase):
     kind = "ftp"
+
+
+class TestMTPCommon(_Common, unittest.TestCase):
+    kind = "mtp"
+
+
+class TestMTPSeqCommon(_Common, unittest.TestCase):
+    kind = "mtp_seq"

@@ -33,6 +33,31 @@ def test_compare_writes_gates_claims_and_plots_and_resumes_from_its_cache(traine
     assert again.read_text() == text
 
 
+def test_compare_four_objectives_with_one_report_column_per_arm(trained_runs, tmp_path):
+    """GPT, FTP, MTP and MTP-seq at matched next-token loss: every arm is paired with the baseline,
+    gates 1 and 3 apply to all, the state-use gate only to FTP, floors come per shape, and the claims
+    table has one row per claim and one column per arm."""
+    arms = ("gpt", "ftp", "mtp", "mtp_seq")
+    report = compare_runs({arm: {0: trained_runs / arm} for arm in arms}, "gpt", tmp_path, TOY_SUITE, device="cpu")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["pairs"]) == set(results["matched"]) == {"ftp", "mtp", "mtp_seq"}
+    for arm in ("mtp", "mtp_seq"):
+        pair = results["pairs"][arm][0]
+        assert {"E1", "E2", "E3"} <= set(pair["ftp"]) and "state_use" not in pair["ftp"]
+        assert set(pair["gates"]) == {"ngram", "matched"}
+    assert set(results["pairs"]["ftp"][0]["gates"]) == {"ngram", "matched", "state_use"}
+    assert set(results["state_use_trajectory"]) == {"ftp"} and len(results["floors"]) == 4
+    flops = {arm: results["arms"][arm]["train_flops_per_token"] for arm in arms}
+    assert flops["gpt"] < flops["mtp"] < flops["mtp_seq"]  # N = 3: two extra blocks; two modules and heads
+    claims = {r["claim"] for r in results["rows"]}
+    assert len(results["rows"]) == 3 * len(claims) and {r["arm"] for r in results["rows"]} == set(results["pairs"])
+    text = report.read_text()
+    table = text[text.index("## Claims"):text.index("Secondary, item-level")]
+    assert "| claim | gpt (mean ± SE) | ftp | mtp | mtp_seq |" in table
+    assert len([line for line in table.splitlines() if line.startswith("| E")]) == len(claims)
+    assert table.count("invalid at this scale") == 3 * len(claims)
+
+
 def test_reproduce_trains_arms_and_seeds_and_the_tasks(data_dir, tmp_path):
     base = run_config(data_dir, tmp_path / "unused", max_steps=4, ckpt_interval=2, keep_every=2, eval_interval=4)
     values = base.to_dict()
@@ -98,7 +123,7 @@ def test_experiment_files_parse_and_pair_their_arms():
         assert len(experiment.settings.seeds) >= seeds
         assert experiment.settings.baseline == "gpt" and "ftp" in experiment.arms
         runs = [experiment.run_config(arm, 0, Path("x")) for arm in experiment.arms]
-        assert {r.train.model for r in runs} == {"gpt", "ftp"}
+        assert {r.train.model for r in runs} == ({"gpt", "ftp", "mtp", "mtp_seq"} if experiment is gpu else {"gpt", "ftp"})
         assert len({(r.train.max_steps, r.train.batch_size, r.train.lr) for r in runs}) == 1  # same budget
     learned = cpu.run_config("ftp-learned", 0, Path("x"))
     assert learned.model.decoder_start == "learned" and cpu.run_config("ftp", 0, Path("x")).model.decoder_start == "current"

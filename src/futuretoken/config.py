@@ -83,7 +83,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 @dataclass
 class ModelConfig:
-    """Shape of the encoder (shared by GPT and FTP) and of FTP's future decoder."""
+    """Shape of the encoder (shared by every model type) and of each objective's extra parts."""
 
     vocab_size: int = 50257  # the tokenizer's; the embedding is padded to a multiple of vocab_multiple
     vocab_multiple: int = 64  # padded rows keep matmul shapes aligned; they are never predicted
@@ -93,14 +93,18 @@ class ModelConfig:
     n_embd: int = 768  # d
     dropout: float = 0.0
     bias: bool = True
-    # FTP only (ignored by GPT)
-    horizon: int = 8  # N: tokens predicted from every position
+    # Tokens predicted from every position (ignored by GPT)
+    horizon: int = 8  # N: FTP's decoder outputs; MTP's heads; MTP-seq's next-token head + N-1 modules
+    # FTP only
     gamma: float = 0.8  # weight of distance k is gamma**(k-1)
     pseudo_len: int = 12  # P: length of the pseudo-sequence h_t is expanded into
     dec_layer: int = 3
     dec_head: int = 12
     decoder_fraction: float = 1.0  # share of positions whose decoder runs in training
     decoder_start: str = "current"  # first decoder input: "current" token x_t, or a "learned" vector (h_t must carry x_t)
+    # MTP (parallel heads, Gloeckle et al. 2024) and MTP-seq (sequential modules, DeepSeek-V3)
+    mtp_backward: str = "sequential"  # MTP: "sequential" runs each extra head's backward at once (less memory) | "joint"
+    mtp_lambda: float = 0.3  # MTP-seq: weight of the modules' mean cross-entropy (DeepSeek-V3: 0.3, later 0.1)
     # Loss
     eot_token: int | None = None  # document separator: FTP targets past it are masked
     loss_chunk: int = 4096  # rows of logits computed at once in the cross-entropy
@@ -147,6 +151,9 @@ class ModelConfig:
         )
         need(self.decoder_start in ("current", "learned"),
              f"decoder_start={self.decoder_start!r} is unknown; choose current (x_t) or learned (a start vector)")
+        need(self.mtp_backward in ("sequential", "joint"),
+             f"mtp_backward={self.mtp_backward!r} is unknown; choose sequential (less memory, same gradients) or joint")
+        need(self.mtp_lambda >= 0.0, f"mtp_lambda={self.mtp_lambda} must be >= 0; 0 trains the next-token head alone")
         need(self.loss_impl in ("auto", "torch", "chunked"),
              f"loss_impl={self.loss_impl!r} is unknown; choose auto, torch or chunked")
         if self.eot_token is not None:
@@ -208,9 +215,13 @@ class DataConfig:
             raise ConfigError(f"data.val_fraction={self.val_fraction} must be in (0, 1)")
 
 
+# What train.model may name (futuretoken.model.MODELS maps each to its class; config sits below model).
+MODEL_TYPES = ("gpt", "ftp", "mtp", "mtp_seq")
+
+
 @dataclass
 class TrainConfig:
-    model: str = "ftp"  # "ftp" or "gpt"
+    model: str = "ftp"  # one of MODEL_TYPES
     out_dir: str = "runs/train"
     batch_size: int = 16  # sequences per micro-batch per process
     grad_accum: int = 1
@@ -238,8 +249,8 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self) -> None:
-        if self.model not in ("ftp", "gpt"):
-            raise ConfigError(f"train.model='{self.model}' is unknown; choose 'ftp' or 'gpt'")
+        if self.model not in MODEL_TYPES:
+            raise ConfigError(f"train.model='{self.model}' is unknown; choose one of {', '.join(MODEL_TYPES)}")
         for name in ("batch_size", "grad_accum", "max_steps", "eval_interval", "ckpt_interval",
                      "keep_last", "log_interval", "eval_batches"):
             if getattr(self, name) < 1:

@@ -13,6 +13,7 @@ import statistics
 import torch
 
 from ..infer import SamplingConfig, generate
+from ..infer.drafters import DRAFTERS
 from .env import environment
 
 
@@ -20,7 +21,7 @@ def bench_generate(model, prompts: torch.Tensor, max_new_tokens: int, batch_size
                    repeats: int = 3) -> dict:
     """prompts: (n, t) token ids, n >= max(batch_sizes)."""
     device = model.head_weight.device
-    strategies = ["ar"] + (["rollout", "speculative"] if model.model_type == "ftp" else [])
+    strategies = ["ar"] + (["rollout", "speculative"] if model.model_type in DRAFTERS else [])
     greedy = SamplingConfig(temperature=0.0)
     rows = []
     for batch in batch_sizes:

@@ -1,14 +1,15 @@
 """The paper's claims, the validity gates they stand on, and their verdicts.
 
-A comparison has a baseline arm (GPT) and one or more other arms (FTP variants), each trained
-with the same seeds. For each non-baseline arm and seed there is a matched checkpoint pair
+A comparison has a baseline arm (GPT) and any number of other arms (FTP variants, MTP, MTP-seq),
+each trained with the same seeds. For each non-baseline arm and seed there is a matched checkpoint pair
 (eval/compare.py) with one measurement dict per model (eval/suite.py). From these:
 
 Gates, per pair (a claim is *invalid at this scale* unless they pass for every seed):
 1. n-gram: both models' next-token loss on the report windows lies below the count-based
    bigram and unigram losses by at least `ngram_margin` nats;
-2. state use (FTP-like arms): replacing h_t by the mean state and by another position's state
-   each raises the loss by at least `state_use_margin` nats (lower end of the 95% interval);
+2. state use (FTP arms: their decoder could predict from x_t alone; GPT, MTP and MTP-seq predict
+   the next token from h_t itself): replacing h_t by the mean state and by another position's
+   state each raises the loss by at least `state_use_margin` nats (lower end of the 95% interval);
 3. matching: the pair's next-token losses on the report windows (disjoint from the selection
    windows that chose it) differ by at most `matched_tolerance` nats.
 Claims add their own conditions (E5: both probes beat the majority class).
@@ -76,7 +77,7 @@ def _e5(dataset: str, pool: str = "mean") -> Metric:
 
 def _above_chance(dataset: str, pool: str = "mean"):
     def condition(ftp: dict, gpt: dict) -> str | None:
-        for name, m in (("FTP", ftp), ("GPT", gpt)):
+        for name, m in (("the arm", ftp), ("the baseline", gpt)):
             if not m["E5"][dataset]["probe"][pool]["above_chance"]["passed"]:
                 return f"{name}'s {dataset} probe does not beat the majority class"
         return None

@@ -108,15 +108,33 @@ def gate_table(results: dict) -> str:
 
 
 def claims_table(rows: list[dict], baseline: str) -> str:
-    body = []
+    """One row per claim, one column per arm: the baseline's mean ± SE over seeds, then for every other
+    arm its mean ± SE, the paired difference from the baseline [95% CI], its p-values and its verdict.
+    Each arm is compared with the baseline's checkpoint matched to it, so the baseline column lists
+    its value per arm when those checkpoints differ."""
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    claims: dict[str, dict[str, dict]] = {}
     for r in rows:
-        t = r["test"]
-        body.append([r["label"] + ("" if r["primary"] else " (secondary)"), r["arm"], t["n"], _mean_se(r["ftp"]),
-                     _mean_se(r["gpt"]), f"{_fmt(t['diff'])} [{_fmt(t['ci95'][0])}, {_fmt(t['ci95'][1])}]",
-                     _p(t["p"]), _p(r["p_holm"]), f"{_p(r['p_tost'])} (±{r['margin']:g})",
-                     r["verdict"] + (f": {'; '.join(r['why_invalid'])}" if r["why_invalid"] else "")])
-    return markdown_table(["claim", "arm", "seeds", "arm (mean ± SE)", f"{baseline} (mean ± SE)",
-                           "difference [95% CI]", "p (paired t)", "p (Holm)", "p (TOST, margin)", "verdict"], body)
+        claims.setdefault(r["label"] + ("" if r["primary"] else " (secondary)"), {})[r["arm"]] = r
+    body = []
+    for label, by_arm in claims.items():
+        base = {arm: _mean_se(r["gpt"]) for arm, r in by_arm.items()}
+        if len(set(base.values())) == 1:
+            base_cell = next(iter(base.values()))
+        else:
+            base_cell = "<br>".join(f"{v} (vs {arm})" for arm, v in base.items())
+        cells = []
+        for arm in arms:
+            r = by_arm.get(arm)
+            if r is None:
+                cells.append("-")
+                continue
+            t = r["test"]
+            cells.append(f"{_mean_se(r['ftp'])}<br>Δ {_fmt(t['diff'])} [{_fmt(t['ci95'][0])}, {_fmt(t['ci95'][1])}]"
+                         f"<br>p {_p(t['p'])}, Holm {_p(r['p_holm'])}, TOST {_p(r['p_tost'])} (±{r['margin']:g})"
+                         f"<br>**{r['verdict']}**" + (f": {'; '.join(r['why_invalid'])}" if r["why_invalid"] else ""))
+        body.append([label, base_cell, *cells])
+    return markdown_table(["claim", f"{baseline} (mean ± SE)", *arms], body)
 
 
 def item_table(rows: list[dict]) -> str:
@@ -137,7 +155,8 @@ def item_table(rows: list[dict]) -> str:
 def render_report(results: dict) -> str:
     base, seeds = results["baseline"], results["seeds"]
     arms = results["arms"]
-    arm_rows = [[name, a["model_type"], a["model"].get("decoder_start", "-") if a["model_type"] == "ftp" else "-",
+    arm_rows = [[name, a["model_type"], 1 if a["model_type"] == "gpt" else a["model"]["horizon"],
+                 a["model"].get("decoder_start", "-") if a["model_type"] == "ftp" else "-",
                  a["train"]["max_steps"], f"{a['train_flops_per_token']:.3g}"] for name, a in arms.items()]
     matched = [[arm, seed, m["step"], m["baseline_step"], _fmt(m["selection_loss"], 4), _fmt(m["baseline_selection_loss"], 4)]
                for arm, by_seed in results["matched"].items() for seed, m in by_seed.items()]
@@ -147,7 +166,8 @@ def render_report(results: dict) -> str:
         "seed i of every arm shares the init seed, the data order and every evaluation item. The unit of replication "
         "is the training seed: each claim is a paired t-test over seeds, Holm-corrected over the primary claims, with "
         "a TOST equivalence test against the stated margin. A claim whose gates fail is *invalid at this scale*.", "",
-        markdown_table(["arm", "model", "decoder start", "steps", "training FLOPs / token"], arm_rows), "",
+        markdown_table(["arm", "model", "tokens predicted", "decoder start", "steps", "training FLOPs / token"],
+                       arm_rows), "",
         "## Validity gates", "",
         f"Count-based baselines on the report windows: unigram {_fmt(results['ngram']['unigram'])}, bigram "
         f"(interpolated Kneser-Ney) {_fmt(results['ngram']['bigram'])} nats.", "",
@@ -156,6 +176,9 @@ def render_report(results: dict) -> str:
         markdown_table(["arm", "seed", "arm step", f"{base} step", "arm selection loss", f"{base} selection loss"],
                        matched), "",
         "## Claims", "",
+        f"Per claim and arm: mean ± SE over the {len(seeds)} seed(s), the paired difference from the matched "
+        f"`{base}` checkpoints [95% CI], the paired t-test's p, Holm's adjusted p and the TOST equivalence p "
+        "(margin), and the verdict.", "",
         claims_table(results["rows"], base), "",
         "Secondary, item-level exact tests (McNemar for pass/fail items, sign test for scores):", "",
         item_table(results["rows"]), "",

@@ -1,14 +1,15 @@
 """Hugging Face ecosystem: transformers wrappers, export, lm-eval task, sentence-transformers, MTEB.
 
 Needs `pip install 'futuretoken[hf]'`. Importing this package registers the model types
-"futuretoken-gpt" and "futuretoken-ftp" with AutoConfig / AutoModel / AutoModelForCausalLM:
+"futuretoken-gpt", "futuretoken-ftp", "futuretoken-mtp" and "futuretoken-mtp-seq" with AutoConfig /
+AutoModel / AutoModelForCausalLM:
 
     import futuretoken.hf
     futuretoken.hf.export_hf("runs/demo/ftp", "runs/hf/ftp")            # or: futuretoken export-hf RUN OUT
     model = AutoModelForCausalLM.from_pretrained("runs/hf/ftp")         # or trust_remote_code=True, no import
     tok = AutoTokenizer.from_pretrained("runs/hf/ftp", padding_side="left")
     model.generate(**tok(prompts, return_tensors="pt", padding=True), max_new_tokens=20)   # KV-cached
-    model.generate(..., custom_generate=futuretoken.hf.speculative_decoding, draft_len=4)  # FTP speculative
+    model.generate(..., custom_generate=futuretoken.hf.speculative_decoding, draft_len=4)  # FTP/MTP speculative
     SentenceTransformer("runs/hf/ftp").encode(texts)                    # == ft.encode(ft.load(run), texts)
     futuretoken.hf.mteb.MTEBEncoder(ft.load(run))                       # an MTEB (>= 2) encoder
 
@@ -32,6 +33,12 @@ from .modeling import (
     GPTConfig,
     GPTForCausalLM,
     GPTModel,
+    MTPConfig,
+    MTPForCausalLM,
+    MTPModel,
+    MTPSeqConfig,
+    MTPSeqForCausalLM,
+    MTPSeqModel,
 )
 from .speculative import speculative_decoding
 
@@ -41,6 +48,7 @@ for _kind, _config in CONFIGS.items():
     AutoModelForCausalLM.register(_config, CAUSAL_LM[_kind], exist_ok=True)
 
 __all__ = [
-    "FTPConfig", "FTPForCausalLM", "FTPModel", "GPTConfig", "GPTForCausalLM", "GPTModel", "TASK",
+    "FTPConfig", "FTPForCausalLM", "FTPModel", "GPTConfig", "GPTForCausalLM", "GPTModel", "MTPConfig",
+    "MTPForCausalLM", "MTPModel", "MTPSeqConfig", "MTPSeqForCausalLM", "MTPSeqModel", "TASK",
     "build_local_task", "evaluate_local_task", "export_hf", "hf_tokenizer", "speculative_decoding",
 ]

@@ -1,13 +1,15 @@
-"""transformers wrappers around futuretoken's GPT and FTP modules.
+"""transformers wrappers around futuretoken's GPT, FTP, MTP and MTP-seq modules.
 
 `export_hf` copies this file into every exported folder as `modeling_futuretoken.py` and names
 its classes in config.json's `auto_map`, so the folder also loads with `trust_remote_code=True`
 (futuretoken must be installed). Keep imports here absolute for that reason.
 
-- The wrapped `ft.GPT` / `ft.FTP` is the submodule `.model`: same tensors, same state-dict keys
-  (prefixed `model.`). The output head *is* the token embedding, so there is nothing to tie.
+- The wrapped `ft.GPT` / `ft.FTP` / `ft.MTP` / `ft.MTPSeq` is the submodule `.model`: same tensors,
+  same state-dict keys (prefixed `model.`). The output head *is* the token embedding, so there is
+  nothing to tie.
 - `*ForCausalLM` logits are our `model(idx).logits` (FTP: decoder step k = 1 at every position,
-  or at the last `logits_to_keep`). `*Model` returns the encoder states h_t as `last_hidden_state`.
+  or at the last `logits_to_keep`; MTP and MTP-seq: their next-token path, a GPT, whose weights
+  hold the extra heads / modules too). `*Model` returns the encoder states h_t as `last_hidden_state`.
 - KV cache: transformers' Cache API (a DynamicCache by default) holds the encoder's keys and values;
   FTP's next-token distribution is decoder step 1 from h of the last position, so only the encoder
   needs a cache. Greedy `generate()` equals futuretoken's `ar` with and without cache.
@@ -15,7 +17,7 @@ its classes in config.json's `auto_map`, so the folder also loads with `trust_re
   included: masked keys are never attended to, and positions count real tokens only (a left-padded
   row starts at position 0), so a padded row gives what it gives alone.
 - `labels` give transformers' causal-LM loss (shifted, ignore index -100, `num_items_in_batch` and
-  `shift_labels` honoured), for FTP on decoder step 1: FTP's multi-token objective is `futuretoken train`.
+  `shift_labels` honoured), for FTP on decoder step 1: the multi-token objectives are `futuretoken train`.
 - Sequences are limited to block_size tokens (no sliding window).
 """
 
@@ -78,6 +80,16 @@ class FTPConfig(_FTConfig):
     ft_model_type = "ftp"
 
 
+class MTPConfig(_FTConfig):
+    model_type = "futuretoken-mtp"
+    ft_model_type = "mtp"
+
+
+class MTPSeqConfig(_FTConfig):
+    model_type = "futuretoken-mtp-seq"
+    ft_model_type = "mtp_seq"
+
+
 class _CacheLayer:
     """One encoder layer of a transformers Cache, seen through the members futuretoken's encoder uses."""
 
@@ -108,7 +120,7 @@ class _FTPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_module(cls, module: LanguageModel) -> "_FTPreTrainedModel":
-        """Wrap a futuretoken GPT/FTP module: the wrapper's `.model` is `module` itself (same tensors)."""
+        """Wrap a futuretoken module: the wrapper's `.model` is `module` itself (same tensors)."""
         config = cls.config_class(**module.config.to_dict())
         if config.ft_model_type != module.model_type:
             raise ValueError(f"{cls.__name__} wraps '{config.ft_model_type}' models, got a '{module.model_type}' model")
@@ -118,8 +130,7 @@ class _FTPreTrainedModel(PreTrainedModel):
         return wrapper.train(module.training)
 
     def _init_weights(self, module: nn.Module) -> None:
-        c = self.config
-        init_module(module, c.n_layer + (c.dec_layer if c.ft_model_type == "ftp" else 0))  # futuretoken's GPT-2 init
+        init_module(module, self.model.n_residual_layers)  # futuretoken's GPT-2 init
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.encoder.wte
@@ -205,6 +216,14 @@ class FTPModel(_FTModel):
     config_class = FTPConfig
 
 
+class MTPModel(_FTModel):
+    config_class = MTPConfig
+
+
+class MTPSeqModel(_FTModel):
+    config_class = MTPSeqConfig
+
+
 class GPTForCausalLM(_FTForCausalLM):
     config_class = GPTConfig
 
@@ -213,9 +232,19 @@ class FTPForCausalLM(_FTForCausalLM):
     config_class = FTPConfig
 
 
-CONFIGS: dict[str, type[_FTConfig]] = {"gpt": GPTConfig, "ftp": FTPConfig}
-CAUSAL_LM: dict[str, type[_FTForCausalLM]] = {"gpt": GPTForCausalLM, "ftp": FTPForCausalLM}
-BASE_MODELS: dict[str, type[_FTModel]] = {"gpt": GPTModel, "ftp": FTPModel}
+class MTPForCausalLM(_FTForCausalLM):
+    config_class = MTPConfig
+
+
+class MTPSeqForCausalLM(_FTForCausalLM):
+    config_class = MTPSeqConfig
+
+
+CONFIGS: dict[str, type[_FTConfig]] = {"gpt": GPTConfig, "ftp": FTPConfig, "mtp": MTPConfig, "mtp_seq": MTPSeqConfig}
+CAUSAL_LM: dict[str, type[_FTForCausalLM]] = {"gpt": GPTForCausalLM, "ftp": FTPForCausalLM, "mtp": MTPForCausalLM,
+                                               "mtp_seq": MTPSeqForCausalLM}
+BASE_MODELS: dict[str, type[_FTModel]] = {"gpt": GPTModel, "ftp": FTPModel, "mtp": MTPModel, "mtp_seq": MTPSeqModel}
 
 __all__ = ["BASE_MODELS", "CAUSAL_LM", "CONFIGS", "FTPConfig", "FTPForCausalLM", "FTPModel", "GPTConfig",
-           "GPTForCausalLM", "GPTModel"]
+           "GPTForCausalLM", "GPTModel", "MTPConfig", "MTPForCausalLM", "MTPModel", "MTPSeqConfig",
+           "MTPSeqForCausalLM", "MTPSeqModel"]

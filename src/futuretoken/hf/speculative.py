@@ -1,4 +1,4 @@
-"""FTP self-speculative decoding from transformers' `generate`, as a `custom_generate` decoding loop:
+"""Self-speculative decoding (FTP, MTP, MTP-seq) from transformers' `generate`, as a `custom_generate` loop:
 
     from futuretoken.hf import speculative_decoding
     out = model.generate(**tok(prompts, return_tensors="pt", padding=True), max_new_tokens=40,
@@ -19,6 +19,7 @@ from torch import Tensor
 from transformers.generation import GenerateDecoderOnlyOutput
 
 from futuretoken.infer import SamplingConfig, generate
+from futuretoken.infer.drafters import DRAFTERS
 
 # Generation settings whose logits processors the speculative loop does not apply, with their neutral value.
 UNSUPPORTED = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "bad_words_ids": None, "min_new_tokens": None,
@@ -28,10 +29,11 @@ UNSUPPORTED = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "bad_words_
 def speculative_decoding(model, input_ids: Tensor, logits_processor=None, stopping_criteria=None,
                          generation_config=None, synced_gpus: bool = False, streamer=None,
                          draft_len: int | None = None, **model_kwargs: Any):
-    """transformers `custom_generate` callable for FTPForCausalLM; draft_len: tokens per draft (default horizon)."""
-    if getattr(model.config, "ft_model_type", "") != "ftp":
-        raise ValueError(f"speculative decoding drafts with FTP's future-token decoder; {type(model).__name__} "
-                         "has none: use plain generate()")
+    """transformers `custom_generate` callable for FTP/MTP/MTPSeqForCausalLM; draft_len: tokens per draft
+    (default horizon)."""
+    if getattr(model.config, "ft_model_type", "") not in DRAFTERS:
+        raise ValueError(f"speculative decoding drafts with FTP's decoder, MTP's heads or MTP-seq's modules; "
+                         f"{type(model).__name__} has none: use plain generate()")
     gc = generation_config
     unsupported = [k for k, neutral in UNSUPPORTED.items() if getattr(gc, k, neutral) not in (neutral, None)]
     if unsupported:

@@ -1,4 +1,4 @@
-"""Text generation: `ar` (GPT and FTP), `rollout` and `speculative` (FTP only).
+"""Text generation: `ar` (every model type), `rollout` and `speculative` (FTP, MTP, MTP-seq).
 
 Conventions shared by every strategy:
 - Prompts of different lengths are left-padded (a list of lists is padded here; a tensor
@@ -13,25 +13,28 @@ Conventions shared by every strategy:
 - The encoder keeps a KV cache; a token is encoded only when a later token needs its h.
 - `ModelOutput.logits` is not used: for FTP it runs decoder step 1 at *every* position,
   while generation only needs it at the last one.
+- What a model type adds to its encoder (FTP's decoder, MTP's heads, MTP-seq's modules) is
+  its drafter (infer/drafters.py): the `ar` distribution at a row's state, and the drafts.
 
-Speculative decoding, one round, in each row independently (FTP; the row's state is h_s of
-its last encoded token x_s):
-1. Draft: the decoder runs k steps from h_s with inputs x_s, y_1, ..., y_{k-1}; step j
-   has distribution q_j and emits y_j. q_1 is exactly the `ar` distribution of x_{s+1}, so
-   y_1 needs no verification: it is committed at once (unless it was already fixed by the
-   previous round, see 3).
-2. Verify: ONE encoder pass over y_1..y_k (cached, all rows together) gives h at each
-   drafted position; decoder step 1 there (M = B*k rows, n = 1) at the position of y_{j-1}
-   is the `ar` distribution p_j of y_j. Draft y_j (j >= 2) is accepted with probability
-   min(1, p_j(y_j) / q_j(y_j)); the row accepts the longest prefix y_2..y_{1+a} and commits
-   it. The row's encoder cache keeps y_1..y_{1+a}: every row keeps its own length (the KV
+Speculative decoding, one round, in each row independently (the row's state is at its last
+encoded token x_s):
+1. Draft: the drafter writes k tokens from the state; y_j is drawn from a distribution q_j
+   that may depend on y_1..y_{j-1} (FTP's decoder runs on from h_s with inputs x_s, y_1, ...;
+   MTP's head j reads the trunk at s; MTP-seq's module j-1 reads y_{j-1}). q_1 is exactly
+   the `ar` distribution of x_{s+1}, so y_1 needs no verification: it is committed at once
+   (unless it was already fixed by the previous round, see 3).
+2. Verify: ONE encoder pass over y_1..y_k (cached, all rows together) gives the state at
+   each drafted position; its `ar` distribution at the position of y_{j-1} is p_j, that of
+   y_j (FTP: decoder step 1 there, M = B*k rows). Draft y_j (j >= 2) is accepted with
+   probability min(1, p_j(y_j) / q_j(y_j)); the row accepts the longest prefix y_2..y_{1+a}
+   and commits it. The row's caches keep y_1..y_{1+a}: every row keeps its own length (the KV
    cache holds one length per row), so no row waits for another.
-   The step-1 run at the position where the row's round ends (memory, decoder cache, q) is
-   kept and starts its next draft, so no decoder step is computed twice.
+   The state at the position where the row's round ends (FTP: the step-1 run, its memory and
+   decoder cache) is kept and starts its next draft, so nothing is computed twice.
 3. If a < k-1, the first rejected position is resolved by a sample from
    norm(max(0, p - q)) there; that token is committed now but not encoded, and the next
    round uses it as its forced y_1. If a = k-1 (all accepted), nothing is forced and the
-   next round's y_1 is the usual "bonus" token from h of y_k.
+   next round's y_1 is the usual "bonus" token from the state at y_k.
 Why this is exact: every row runs the standard sequential speculative sampler (draft,
 accept the longest prefix by the min(1, p/q) rule, residual sample at the first
 rejection, bonus token after a full acceptance), whose output has the `ar` distribution.
@@ -53,15 +56,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..model.blocks import KVCache
-from .sampling import SamplingConfig, probs, sample
+from .drafters import DRAFTERS, NextToken, drafter_for
+from .sampling import SamplingConfig, sample
 
 STRATEGIES = ("ar", "rollout", "speculative")
-FTP_ONLY = ("rollout", "speculative")
+DRAFTING = ("rollout", "speculative")  # strategies that need a drafter: the model types in DRAFTERS
 
 StreamCallback = Callable[[Tensor], None]  # receives newly committed tokens (B, j), in order
 
-# Work of one more drafted token (a decoder step, one more position encoded and verified) in `ar`
+# Work of one more drafted token (a draft step, one more position encoded and verified) in `ar`
 # steps; measured on the demo's tiny FTP on CPU (README). It only steers speculative draft lengths.
 DRAFT_TOKEN_COST = 0.75
 
@@ -104,10 +107,11 @@ def generate(
 
     prompt_ids: a (B, t) tensor, one prompt, or a list of prompts of any lengths (left-padded here).
     strategy: "ar" (next token from the model at the last position; FTP: decoder step 1),
-        "rollout" (FTP: the decoder writes draft_len tokens from one state, then the encoder
-        catches up in one pass) or "speculative" (FTP: decoder drafts, one encoder pass
-        verifies; same output distribution as "ar", see the module docstring).
-    draft_len: tokens per decoder draft for rollout/speculative, 1..horizon (default horizon).
+        "rollout" (the drafter writes draft_len tokens from one state, then the encoder catches
+        up in one pass) or "speculative" (the drafter drafts, one encoder pass verifies; same
+        output distribution as "ar", see the module docstring). Drafters: FTP's decoder, MTP's
+        heads, MTP-seq's modules.
+    draft_len: tokens per draft for rollout/speculative, 1..horizon (default horizon).
     generator: a torch.Generator on the model's device for reproducible sampling.
     stream: called with each chunk of newly committed tokens (B, j) as soon as it is final in every row.
     attention_mask: (B, t) for a tensor of left-padded prompts: zeros over padding, then ones.
@@ -115,13 +119,14 @@ def generate(
     """
     sampling = sampling if sampling is not None else SamplingConfig()
     model_type = getattr(model, "model_type", "")
-    if model_type not in ("gpt", "ftp"):
-        raise ValueError(f"generate needs a futuretoken GPT or FTP model, got {type(model).__name__}")
+    if model_type not in ("gpt", *DRAFTERS):
+        raise ValueError(f"generate needs a futuretoken model ({', '.join(('gpt', *DRAFTERS))}), "
+                         f"got {type(model).__name__}")
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy={strategy!r} is unknown; choose one of {', '.join(STRATEGIES)}")
-    if strategy in FTP_ONLY and model_type != "ftp":
+    if strategy in DRAFTING and model_type not in DRAFTERS:
         raise ValueError(
-            f"strategy={strategy!r} needs an FTP model (it drafts with the future-token decoder); "
+            f"strategy={strategy!r} needs a model that drafts several tokens (FTP, MTP or MTP-seq); "
             f"this is a {model_type.upper()} model: use strategy='ar'"
         )
     if draft_len is not None:
@@ -129,7 +134,7 @@ def generate(
             raise ValueError("draft_len only applies to strategy='rollout' or 'speculative'; leave it None for 'ar'")
         if isinstance(draft_len, bool) or not isinstance(draft_len, int) or not 1 <= draft_len <= model.horizon:
             raise ValueError(
-                f"draft_len={draft_len!r} is invalid: the decoder predicts at most horizon={model.horizon} "
+                f"draft_len={draft_len!r} is invalid: the model predicts at most horizon={model.horizon} "
                 f"tokens, give an integer in 1..{model.horizon} (or None for {model.horizon})"
             )
     k_max = draft_len if draft_len is not None else model.horizon
@@ -153,7 +158,8 @@ def generate(
     model.eval()
     try:
         with torch.inference_mode():
-            run = _Run(model, prompt, mask, n, k_max if strategy != "ar" else 0, sampling, generator, stream)
+            run = _Run(model, prompt, mask, n, k_max if strategy != "ar" else 0, sampling, generator, stream,
+                       drafter_for(model, strategy, sampling))
             if n > 0:
                 if strategy == "ar":
                     run.ar()
@@ -239,26 +245,15 @@ def _as_prompt(prompt_ids, vocab_size: int, attention_mask: Tensor | None) -> tu
     return prompt, mask
 
 
-@dataclass
-class _Step1:
-    """Decoder step 1 already run from B states: what a draft continues from."""
-
-    memory: list[tuple[Tensor, Tensor]]  # per decoder layer: cross-attention K/V (B, H, P, hd)
-    cache: list[KVCache]  # decoder self-attention cache holding step 1
-    q: Tensor  # (B, V) distribution of step 1: the `ar` next-token distribution
-
-
 class _Run:
     """State of one generate call: encoder cache, left padding, committed tokens, counters."""
 
     def __init__(self, model, prompt: Tensor, mask: Tensor | None, n: int, k_max: int, cfg: SamplingConfig,
-                 generator: torch.Generator | None, stream: StreamCallback | None) -> None:
+                 generator: torch.Generator | None, stream: StreamCallback | None, drafter: NextToken) -> None:
         self.start = time.perf_counter()
-        self.model, self.cfg, self.generator, self.stream = model, cfg, generator, stream
-        self.ftp = model.model_type == "ftp"
+        self.model, self.cfg, self.generator, self.stream, self.drafter = model, cfg, generator, stream, drafter
         self.n = n
-        B, t = prompt.shape
-        self.B, self.t = B, t
+        B = prompt.shape[0]
         # Column n is a sink for tokens a row commits past its n-th (speculative rows finish at different rounds).
         self.out = torch.zeros(B, n + 1, dtype=torch.long, device=prompt.device)
         self.filled = torch.zeros(B, dtype=torch.long, device=prompt.device)  # committed tokens per row
@@ -266,20 +261,25 @@ class _Run:
         self.passes = self.accepted = self.verified = 0
         if n == 0:
             return
+        if drafter.lead:  # pad slots the drafter needs before every prompt: more left padding
+            lead = torch.zeros(B, drafter.lead, dtype=torch.bool, device=prompt.device)
+            mask = torch.cat([lead, mask if mask is not None else torch.ones_like(prompt, dtype=torch.bool)], 1)
+            prompt = torch.cat([torch.zeros_like(lead, dtype=torch.long), prompt], 1)
+        self.B, self.t = B, prompt.shape[1]
         # Capacity: the longest sequence, plus the drafted tokens a speculative row may encode past its end.
-        capacity = t + n + k_max
+        capacity = self.t + n + k_max
         self.cache = model.new_cache(B, capacity)
         self.pads = None if mask is None else (~mask).sum(1)  # (B,) left padding per row
         self.valid = None  # (B, capacity) real slots, for the encoder's key padding mask
         if mask is not None:
             self.valid = torch.ones(B, capacity, dtype=torch.bool, device=prompt.device)
-            self.valid[:, :t] = mask
-        self.h = self._encode(prompt)[:, -1]  # (B, d) state of the last encoded token
-        self.last = prompt[:, -1]  # (B,) the last encoded token: decoder step-1 input
+            self.valid[:, : self.t] = mask
+        drafter.allocate(B, capacity, self.valid)
+        self.state = drafter.advance(None, self._encode(prompt), prompt)  # at every row's last encoded token
 
     # --- primitives ------------------------------------------------------------------------
-    def _encode(self, idx: Tensor) -> Tensor:
-        """idx (B, j) continuing each row's cache -> h (B, j, d)."""
+    def _encode(self, idx: Tensor):
+        """idx (B, j) continuing each row's cache -> the drafter's view of the pass (h (B, j, d) and more)."""
         self.passes += 1
         cache = self.cache[0]
         j = idx.shape[1]
@@ -293,21 +293,11 @@ class _Run:
             slots = first + torch.arange(j, device=idx.device)  # (B or 1, j)
             pads = self.pads[:, None] if self.pads is not None else 0
             positions = (slots - pads).clamp(0, self.model.config.block_size - 1).expand(idx.shape[0], j)
-        return self.model.encoder(idx, self.cache, positions=positions, key_padding_mask=key_padding_mask)
+        return self.drafter.encode(idx, self.cache, positions=positions, key_padding_mask=key_padding_mask)
 
-    def _step1(self, h: Tensor, last: Tensor) -> _Step1:
-        """Decoder step 1 from states h (M, d) whose own tokens are last (M,)."""
-        model = self.model
-        memory = model.memory(h)  # cross-attention K/V, reused by every later step of a draft
-        cache = model.new_decoder_cache(h.shape[0])
-        features = model.decode(last[:, None], memory, h, cache=cache)  # (M, 1, d)
-        return _Step1(memory, cache, probs(model.head(features[:, 0]), self.cfg))
-
-    def _next_token_probs(self) -> Tensor:
-        """(B, V) `ar` distribution of the token after the last encoded one."""
-        if not self.ftp:
-            return probs(self.model.head(self.h), self.cfg)
-        return self._step1(self.h, self.last).q
+    def _ends(self) -> Tensor | int:
+        """Where every row's encoder cache ends (one int while all rows are alike)."""
+        return self.cache[0].ends if self.cache[0].ends is not None else self.cache[0].length
 
     def _sample(self, p: Tensor) -> Tensor:
         """p (..., V) -> (...,) tokens. Greedy distributions are one-hot: argmax is the same
@@ -340,27 +330,6 @@ class _Run:
             self.stream(self.out[:, self.done : done])
         self.done = done
 
-    def _draft(self, k: int, first: _Step1 | None, forced: Tensor | None) -> tuple[Tensor, Tensor]:
-        """The decoder writes k tokens from self.h: -> tokens (B, k) and their distributions (B, k, V).
-
-        Step j's input is the previous token (x_s for step 1). `first` is step 1 when it was
-        already computed (by the previous verification); `forced` (B,) replaces the sampled
-        step-1 token where it is >= 0 (rows whose previous round already fixed it).
-        """
-        model = self.model
-        first = first if first is not None else self._step1(self.h, self.last)
-        tok = self._sample(first.q)  # (B,)
-        if forced is not None:
-            tok = torch.where(forced >= 0, forced, tok)
-        tokens, dists = [tok], [first.q]
-        for _ in range(k - 1):
-            features = model.decode(tok[:, None], first.memory, self.h, cache=first.cache)  # (B, 1, d)
-            q = probs(model.head(features[:, 0]), self.cfg)  # (B, V)
-            tok = self._sample(q)
-            tokens.append(tok)
-            dists.append(q)
-        return torch.stack(tokens, 1), torch.stack(dists, 1)  # (B, k), (B, k, V)
-
     @staticmethod
     def _draft_length(k_cap: int, alpha: float) -> int:
         """The draft length in 1..k_cap with the most expected tokens per unit of work for a row
@@ -379,26 +348,26 @@ class _Run:
     # --- strategies ------------------------------------------------------------------------
     def ar(self) -> None:
         while True:
-            tok = self._sample(self._next_token_probs())  # (B,)
+            tok = self._sample(self.state.q)  # (B,)
             self._commit(tok[:, None])
             if self.remaining == 0:
                 break  # the last token is never encoded: nothing would use its state
-            self.h, self.last = self._encode(tok[:, None])[:, -1], tok
+            self.state = self.drafter.advance(self.state, self._encode(tok[:, None]), tok[:, None])
 
     def rollout(self, k_max: int) -> None:
         while True:
             k = min(k_max, self.remaining)
-            y, _ = self._draft(k, None, None)  # (B, k)
+            y, _ = self.drafter.draft(self.state, k, None, self._sample)  # (B, k)
             self._commit(y)
             if self.remaining == 0:
                 break
-            self.h, self.last = self._encode(y)[:, -1], y[:, -1]  # catch up in one pass
+            encoded = self._encode(y)  # catch up in one pass
+            self.drafter.truncate(self._ends())  # every drafted token was kept
+            self.state = self.drafter.advance(self.state, encoded, y)
 
     def speculative(self, k_max: int) -> None:
         B = self.B
-        rows = torch.arange(B, device=self.out.device)
         forced: Tensor | None = None  # (B,) committed, not yet encoded y_1 per row; -1 where none
-        first: _Step1 | None = None  # decoder step 1 at every row's current state, from the last verification
         row_accepted = torch.zeros(B, device=self.out.device)  # per row: accepted drafts so far
         row_verified = torch.zeros(B, device=self.out.device)  # per row: verified drafts so far
         while self.remaining > 0:
@@ -407,20 +376,20 @@ class _Run:
             alpha = torch.where(active, (row_accepted + 1.8) / (row_verified + 2), 1.0).min().item()
             # A forced y_1 is already paid for: the round may then draft one token more.
             k = self._draft_length(min(k_max, self.remaining + (forced is not None)), alpha)
-            y, q = self._draft(k, first, forced)  # (B, k), (B, k, V)
+            y, q = self.drafter.draft(self.state, k, forced, self._sample)  # (B, k), (B, k, V)
             # y_1 ~ q_1 is an exact `ar` sample: final already (rows with a forced y_1 committed it before).
             self._commit(y[:, :1], counts=(forced < 0).long() if forced is not None else torch.ones_like(self.filled))
             if self.remaining == 0:
                 break  # every row is complete; no later token needs y_1's state
-            base = self.cache[0].ends if self.cache[0].ends is not None else self.cache[0].length
-            hv = self._encode(y)  # (B, k, d): h at every drafted position, one pass
-            # Decoder step 1 at every drafted position, M = B*k rows: column j-2 verifies y_j
-            # (j = 2..k), and column a_b is row b's next step 1, so it is computed only once.
-            verify = self._step1(hv.reshape(B * k, -1), y.reshape(-1))
+            base = self._ends()
+            # ONE encoder pass over the drafts: the state at the position of y_{j-1} holds p_j, the `ar`
+            # distribution of y_j (j = 2..k), and the state at y_{1+a_b} is row b's next one.
+            verify = self.drafter.states(self.state, self._encode(y), y)
             if k == 1:  # an `ar` step: nothing to verify, nothing to roll back
-                self.h, self.last, first, forced = hv[:, 0], y[:, 0], verify, None
+                self.drafter.truncate(self._ends())
+                self.state, forced = self.drafter.select(verify, torch.zeros_like(self.filled)), None
                 continue
-            p = verify.q.view(B, k, -1)  # (B, k, V)
+            p = verify.q  # (B, k, V)
             pd, qd, yd = p[:, :-1], q[:, 1:], y[:, 1:]  # (B, k-1, V), (B, k-1, V), (B, k-1)
             p_y = pd.gather(-1, yd[..., None])[..., 0]  # (B, k-1)
             q_y = qd.gather(-1, yd[..., None])[..., 0]  # (B, k-1)
@@ -437,11 +406,13 @@ class _Run:
             self._commit(yd, counts=a)
             # Each row keeps y_1..y_{1+a_b}; a finished row keeps no more than its sequence, so the
             # cache never outgrows t + n + k_max.
+            ends = torch.minimum(base + 1 + a, self.t + self.filled)
             for c in self.cache:
-                c.truncate(torch.minimum(base + 1 + a, self.t + self.filled))
-            self.h, self.last = hv[rows, a], y[rows, a]
-            first = _select_rows(verify, rows * k + a)
+                c.truncate(ends)
+            self.drafter.truncate(ends)
+            self.state = self.drafter.select(verify, a)
             # Rows that rejected y_{2+a_b} resolve that position from the residual max(0, p - q).
+            rows = torch.arange(B, device=a.device)
             at = a.clamp(max=k - 2)
             residual = (pd[rows, at] - qd[rows, at]).clamp_min(0.0)  # (B, V)
             mass = residual.sum(-1, keepdim=True)
@@ -450,8 +421,3 @@ class _Run:
             rejected = a < k - 1
             forced = torch.where(rejected, self._sample(residual), -1)  # (B,)
             self._commit(forced[:, None], counts=rejected.long())
-
-def _select_rows(step: _Step1, rows: Tensor) -> _Step1:
-    """Step-1 state of the given rows (B,) of a larger batch: memory, decoder cache, q."""
-    memory = [(k[rows], v[rows]) for k, v in step.memory]  # (B, H, P, hd) each
-    return _Step1(memory, [c.select(rows) for c in step.cache], step.q[rows])

@@ -1,4 +1,4 @@
-"""What GPT and FTP share: output types, the tied head, caches and counting."""
+"""What every model type shares: output types, the tied head, caches and counting."""
 
 from __future__ import annotations
 
@@ -29,8 +29,15 @@ class LanguageModel(nn.Module):
         self.config = config
         self.encoder = Encoder(config)
 
-    def _init_weights(self, n_residual_layers: int) -> None:
-        init_weights(self, n_residual_layers)
+    @property
+    def n_residual_layers(self) -> int:
+        """Blocks adding to a residual stream on the deepest path: GPT-2's init scales their output
+        projections by 1/sqrt(2 * this)."""
+        return self.config.n_layer
+
+    def _init_weights(self, module: nn.Module | None = None) -> None:
+        """GPT-2 init of the whole model, or of one part a subclass adds after its parent's init."""
+        init_weights(self if module is None else module, self.n_residual_layers)
 
     @property
     def head_weight(self) -> Tensor:

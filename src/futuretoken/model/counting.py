@@ -1,4 +1,4 @@
-"""Training FLOPs per token, counted from the matmul shapes (decoder and its N heads included).
+"""Training FLOPs per token, counted from the matmul shapes (FTP's decoder, MTP's heads and modules included).
 
 Convention (as in the PaLM paper and nanoGPT): a matmul of (m, k) by (k, n) costs
 2*m*k*n forward and twice that backward, so training costs 3x forward. Attention
@@ -13,27 +13,41 @@ softmax and elementwise work are ignored. Per token of the encoder's input:
                     + N * (L_dec * (8 d^2 + 4 d^2 + 16 d^2)   # self qkv+proj, cross q+proj, MLP
                            + L_dec * (4 N d + 4 P d)          # self and cross scores
                            + 2 d V) ]                         # head on every decoder output
-  training  = 3 * forward
+  MTP       = encoder + (N-1) * (24 d^2 + 4 T d)   # heads 2..N: one block each (head 1 is the encoder's last)
+            + N * 2 d V                            # the unembedding under every head
+  MTP-seq   = encoder + 2 d V
+            + (N-1) * (4 d^2 + 24 d^2 + 4 T d      # module k: projection 2d -> d, one block
+                       + 2 d V)                     # and the head
+  training  = 3 * forward                          # MTP's sequential backward recomputes nothing
 with f the share of positions that go through the decoder (decoder_fraction) and V the padded
 vocabulary (the embedding's rows, ModelConfig.padded_vocab_size), as nanoGPT counts it.
 """
 
 from __future__ import annotations
 
-from ..config import ModelConfig
+from ..config import MODEL_TYPES, ModelConfig
+
+
+def block_forward_flops(c: ModelConfig) -> float:
+    """One pre-norm block over a sequence of block_size: qkv + proj 8 d^2, MLP 16 d^2, scores 4 T d."""
+    d, T = c.n_embd, c.block_size
+    return 24 * d * d + 4 * T * d
 
 
 def encoder_forward_flops(c: ModelConfig) -> float:
-    d, T = c.n_embd, c.block_size
-    return c.n_layer * (24 * d * d + 4 * T * d)
+    return c.n_layer * block_forward_flops(c)
 
 
 def forward_flops_per_token(c: ModelConfig, model_type: str) -> float:
-    d, V = c.n_embd, c.padded_vocab_size
+    d, V, block = c.n_embd, c.padded_vocab_size, block_forward_flops(c)
     if model_type == "gpt":
         return encoder_forward_flops(c) + 2 * d * V
+    if model_type == "mtp":
+        return encoder_forward_flops(c) + (c.horizon - 1) * block + c.horizon * 2 * d * V
+    if model_type == "mtp_seq":
+        return encoder_forward_flops(c) + 2 * d * V + (c.horizon - 1) * (4 * d * d + block + 2 * d * V)
     if model_type != "ftp":
-        raise ValueError(f"unknown model type '{model_type}'; expected 'gpt' or 'ftp'")
+        raise ValueError(f"unknown model type '{model_type}'; expected one of {', '.join(MODEL_TYPES)}")
     N, P, Ld = c.horizon, c.pseudo_len, c.dec_layer
     if Ld == 0:  # no decoder: h_t goes straight to the head
         return encoder_forward_flops(c) + 2 * d * V

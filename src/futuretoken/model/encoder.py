@@ -1,4 +1,4 @@
-"""The causal transformer encoder shared by GPT and FTP: tokens -> per-token state vectors h_t."""
+"""The causal transformer encoder every model type shares: tokens -> per-token state vectors h_t."""
 
 from __future__ import annotations
 
@@ -31,13 +31,16 @@ class Encoder(nn.Module):
         )
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
 
-    def new_cache(self, batch: int, max_len: int | None = None, *, device=None, dtype=None) -> list[KVCache]:
-        """One preallocated KV cache per layer, for incremental encoding."""
+    def new_cache(self, batch: int, max_len: int | None = None, *, layers: int | None = None, device=None,
+                  dtype=None) -> list[KVCache]:
+        """One preallocated KV cache per layer, for incremental encoding (`layers`: that many caches of
+        the same shape instead, for blocks that run beside the encoder)."""
         c = self.config
         device = device or self.wte.weight.device
         dtype = dtype or self.wte.weight.dtype
         length = max_len or c.block_size
-        return [KVCache(batch, c.n_head, length, c.head_dim, device=device, dtype=dtype) for _ in self.blocks]
+        n = len(self.blocks) if layers is None else layers
+        return [KVCache(batch, c.n_head, length, c.head_dim, device=device, dtype=dtype) for _ in range(n)]
 
     def forward(
         self,
@@ -70,9 +73,7 @@ class Encoder(nn.Module):
             positions = torch.arange(past, past + t, device=x.device)
             if ends is not None:
                 positions = ends[:, None] + torch.arange(t, device=x.device)  # (B, t)
-        mask = None
-        if key_padding_mask is not None or ends is not None:
-            mask = self._mask(B, t, past, ends, key_padding_mask, x.device)
+        mask = self.attention_mask(B, t, cache, key_padding_mask, x.device)
         x = self.drop(x + self.wpe(positions))  # (B, t, d)
         for i, block in enumerate(self.blocks):
             if trace is not None:
@@ -80,6 +81,17 @@ class Encoder(nn.Module):
             x = block(x, cache=cache[i] if cache else None, mask=mask,
                       weights=trace.attentions if trace is not None else None)
         return self.ln_f(x)
+
+    def attention_mask(self, B: int, t: int, cache: list[KVCache] | None, key_padding_mask: Tensor | None,
+                       device) -> Tensor | None:
+        """The self-attention mask of a pass of t tokens continuing `cache` (see forward), or None for
+        plain causal attention. Blocks that run beside the encoder on caches of the same slots (MTP's
+        heads, MTP-seq's modules) use it too."""
+        past = cache[0].length if cache else 0
+        ends = cache[0].ends if cache else None
+        if key_padding_mask is None and ends is None:
+            return None
+        return self._mask(B, t, past, ends, key_padding_mask, device)
 
     @staticmethod
     def _mask(B: int, t: int, past: int, ends: Tensor | None, key_padding_mask: Tensor | None, device) -> Tensor:

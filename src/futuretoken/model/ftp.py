@@ -37,7 +37,11 @@ class FTP(LanguageModel):
             Block(d, config.dec_head, config.bias, config.dropout, cross=True) for _ in range(config.dec_layer)
         )
         self.dec_ln = nn.LayerNorm(d, bias=config.bias)
-        self._init_weights(config.n_layer + config.dec_layer)
+        self._init_weights()
+
+    @property
+    def n_residual_layers(self) -> int:
+        return self.config.n_layer + self.config.dec_layer
 
     @property
     def horizon(self) -> int:

@@ -15,7 +15,7 @@ class GPT(LanguageModel):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        self._init_weights(config.n_layer)
+        self._init_weights()
 
     @property
     def horizon(self) -> int:

@@ -18,7 +18,7 @@ counted targets, so the gradient does not depend on how the global batch was spl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -167,15 +167,19 @@ def future_loss(
     features: Tensor,  # (M, N, d) decoder outputs after the final norm, e.g. M = B*T
     head_weight: Tensor,  # (V_padded, d) tied output head
     targets: Tensor,  # (M, N) with IGNORE for masked targets
-    gamma: float,
+    gamma: float | Tensor,  # distance k weighs gamma^(k-1); or the (N,) weights themselves
     chunk: int,
     vocab: int,  # the real vocabulary: rows of head_weight past it are padding, never predicted
     impl: str = "auto",
 ) -> LossOutput:
-    """Sums of gamma^(k-1) * CE(x_{t+k}) over the counted targets, their weight and per-distance sums."""
+    """Sums of w_k * CE(x_{t+k}) over the counted targets, their weight and per-distance sums."""
     M, N, d = features.shape
     valid = targets != IGNORE  # (M, N)
-    dist_w = distance_weights(N, gamma, features.device, torch.promote_types(features.dtype, torch.float32))  # (N,)
+    acc = torch.promote_types(features.dtype, torch.float32)
+    if isinstance(gamma, Tensor):
+        dist_w = gamma.to(features.device, acc)  # (N,)
+    else:
+        dist_w = distance_weights(N, gamma, features.device, acc)  # (N,)
     n_targets = valid.sum(0)  # (N,)
     weight = (n_targets * dist_w).sum()
     if resolve_implementation(impl) == "torch":
@@ -187,3 +191,10 @@ def future_loss(
     weighted_sum, per_row = linear_cross_entropy(features.reshape(-1, d), head_weight, targets.reshape(-1),
                                                  row_weights, chunk, vocab)
     return LossOutput(weighted_sum, weight, per_row.view(M, N).sum(0).detach(), n_targets)
+
+
+def per_position(out: LossOutput) -> LossOutput:
+    """The same sums normalised by the number of positions (the targets at distance 1, which are never
+    masked) instead of the summed weights: `total` is then a sum over distances of weighted per-position
+    cross-entropies, as the multi-token objectives of Gloeckle et al. and DeepSeek-V3 define it."""
+    return replace(out, weight=out.n_targets[0].to(out.weight.dtype))

@@ -1,0 +1,117 @@
+"""Multi-token prediction with N parallel heads (Gloeckle et al. 2024, arXiv 2404.19737).
+
+The encoder's first L-1 blocks are the shared trunk, whose output z_t feeds N heads; head k
+is one transformer block, then the shared final LayerNorm and the tied unembedding, and
+predicts x_{t+k}. As in the paper's released code, head 1 is the encoder's last block: the
+next-token path (encoder -> final norm -> head) is exactly a GPT of the same depth, so h_t,
+the KV cache, `ar` generation and the Hugging Face export are GPT's. Heads 2..N are extra
+blocks that only the loss and the speculative draft run (each on the sequence of z_t, causal).
+Every head's path is n_layer blocks deep, so the init scales residual projections as GPT's does.
+
+Loss, per position: the sum over heads of their cross-entropies (a target past an
+end-of-text token is masked, as for FTP), averaged over positions (`loss.per_position`).
+
+`mtp_backward = "sequential"` is the paper's memory-saving order (its Fig. 2): each extra head
+runs forward and backward at once from a detached z, so only one head's activations exist at
+a time; the gradients it leaves on z and on the parameters wait (summed) for the main
+backward, which scales them by the incoming gradient (the loss is linear in each head's sum).
+The same loss and gradients as "joint", without recomputation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from .blocks import Block, KVCache
+from .encoder import Trace
+from .gpt import GPT
+from .loss import LossOutput, future_loss, future_targets, per_position
+
+
+class MTP(GPT):
+    model_type = "mtp"
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.heads = nn.ModuleList(  # heads 2..N; head 1 is encoder.blocks[-1]
+            Block(config.n_embd, config.n_head, config.bias, config.dropout) for _ in range(config.horizon - 1)
+        )
+        self._init_weights(self.heads)
+
+    @property
+    def horizon(self) -> int:
+        return self.config.horizon
+
+    def trunk_and_head1(self, idx: Tensor, cache: list[KVCache] | None = None, **encoder_args) -> tuple[Tensor, Tensor]:
+        """idx (B, t) -> (z, h): the trunk's output z (B, t, d), the input of the encoder's last block,
+        and head 1's output h (B, t, d) after the final norm (the encoder's output, as for GPT)."""
+        trace = Trace()
+        h = self.encoder(idx, cache, trace=trace, **encoder_args)
+        return trace.hidden[-1], h
+
+    def head_features(self, z: Tensor, k: int, cache: KVCache | None = None, mask: Tensor | None = None) -> Tensor:
+        """Head k >= 2 on trunk states z (B, t, d) -> features (B, t, d) after the shared final norm."""
+        return self.encoder.ln_f(self.heads[k - 2](z, cache=cache, mask=mask))
+
+    def future_features(self, tokens: Tensor) -> Tensor:
+        """tokens (B, T) -> (B, T, N, d): what head k sees at position t, for k = 1..N."""
+        z, h = self.trunk_and_head1(tokens)
+        return torch.stack([h] + [self.head_features(z, k) for k in range(2, self.horizon + 1)], 2)
+
+    def loss(self, tokens: Tensor) -> LossOutput:
+        """tokens: (B, T + N) -> per position, the summed cross-entropy of heads 1..N (x_{t+1} .. x_{t+N})."""
+        c = self.config
+        N, W = c.horizon, self.head_weight
+        _, targets = future_targets(tokens, N, c.eot_token)  # (B, T, N)
+        targets = targets.reshape(-1, N)  # (B*T, N)
+
+        def head_loss(features: Tensor, k: int, n: int = 1) -> LossOutput:  # features (B, T, n, d): heads k..k+n-1
+            return future_loss(features.reshape(-1, n, c.n_embd), W, targets[:, k - 1 : k - 1 + n], 1.0, c.loss_chunk,
+                               c.vocab_size, c.loss_impl)
+
+        if N == 1:
+            return per_position(head_loss(self.encoder(tokens[:, :-1])[:, :, None], 1))
+        extra = [p for p in [*self.heads.parameters(), *self.encoder.ln_f.parameters(), W] if p.requires_grad]
+        if c.mtp_backward == "joint" or not torch.is_grad_enabled() or not extra:
+            return per_position(head_loss(self.future_features(tokens[:, :-N]), 1, N))
+        z, h = self.trunk_and_head1(tokens[:, :-N])  # (B, T, d) each
+        first = head_loss(h[:, :, None], 1)
+        rest, ce_sum, n_targets = _SequentialHeads.apply(
+            lambda zk, k: head_loss(self.head_features(zk, k)[:, :, None], k), N, z, *extra)
+        return per_position(LossOutput(first.weighted_sum + rest, first.weight, torch.cat([first.ce_sum, ce_sum]),
+                                       torch.cat([first.n_targets, n_targets])))
+
+
+class _SequentialHeads(torch.autograd.Function):
+    """Heads 2..N run forward and backward one after another from a detached z, during forward.
+
+    forward(head_loss, N, z (B, T, d), *params) -> (summed CE of heads 2..N, ce_sum (N-1,), n_targets (N-1,)),
+    where head_loss(z, k) is head k's LossOutput and params are every parameter the heads use that
+    needs a gradient. Only the summed gradients of z and of params are kept for backward.
+    """
+
+    @staticmethod
+    def forward(ctx, head_loss, N: int, z: Tensor, *params: Tensor):
+        grads = [torch.zeros_like(z)] + [torch.zeros_like(p) for p in params]
+        total, ce_sum, n_targets = 0.0, [], []
+        for k in range(2, N + 1):
+            with torch.enable_grad():
+                zk = z.detach().requires_grad_()
+                out = head_loss(zk, k)
+                step = torch.autograd.grad(out.weighted_sum, [zk, *params], allow_unused=True)
+            for acc, g in zip(grads, step):
+                if g is not None:
+                    acc += g
+            total = total + out.weighted_sum.detach()
+            ce_sum.append(out.ce_sum)
+            n_targets.append(out.n_targets)
+        ctx.save_for_backward(*grads)
+        ce_sum, n_targets = torch.cat(ce_sum), torch.cat(n_targets)
+        ctx.mark_non_differentiable(ce_sum, n_targets)
+        return total, ce_sum, n_targets
+
+    @staticmethod
+    def backward(ctx, grad_total: Tensor, *_unused):
+        return None, None, *(g * grad_total.to(g.dtype) for g in ctx.saved_tensors)
