@@ -4,6 +4,7 @@ pickles that try to run code, and property-based checks that bad input gives cle
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -156,6 +157,30 @@ def test_checkpoints_of_another_format_or_model_are_refused(trained_runs, tmp_pa
     (ckpt / "meta.json").write_text(json.dumps({**meta, "model_type": "bert"}))
     with pytest.raises(CheckpointError, match="model type 'bert'"):
         load_model(ckpt)
+
+
+# --- configs refuse what would break training -------------------------------------------------------
+@pytest.mark.parametrize("override,message", [
+    ("train.lr=inf", "train.lr=inf is not a valid float; give a finite number"),
+    ("train.grad_clip=nan", "train.grad_clip=nan is not a valid float"),
+    ("train.min_lr=-inf", "train.min_lr=-inf is not a valid float"),
+    ("train.weight_decay=-0.1", "train.weight_decay=-0.1 must be >= 0"),
+    ("train.beta2=1.0", "beta2=1.0: each must be in [0, 1)"),
+    ("model.n_layer=true", "model.n_layer=True is not a valid int"),
+    ("train.max_steps=1e400", "train.max_steps=inf is not a valid int"),
+    ("model.bias=1", "model.bias=1 is not a valid bool; give true or false"),
+    ("data.val_fraction=nan", "data.val_fraction=nan is not a valid float"),
+])
+def test_config_values_that_would_break_training_are_refused(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        RunConfig.load(None, [override])
+
+
+def test_configs_built_in_python_get_the_same_checks():
+    for make in (lambda: ft.TrainConfig(lr=float("inf")), lambda: ft.TrainConfig(batch_size=True),
+                 lambda: ft.DataConfig(val_fraction=float("nan")), lambda: ft.ModelConfig(n_layer=2.5)):
+        with pytest.raises(ConfigError):
+            make()
 
 
 # --- property-based: every bad input is a clear error, never a crash ---------------------------------
