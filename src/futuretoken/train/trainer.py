@@ -36,7 +36,7 @@ from ..config import ConfigError, DataConfig, RunConfig
 from ..data import TokenShards, WindowSampler, prepare
 from ..data.shards import MANIFEST
 from ..devices import autocast_dtype, make_deterministic, param_dtype
-from ..files import atomic_write, file_lock
+from ..files import atomic_write
 from ..model import MODELS, training_flops_per_token
 from . import distributed as D
 from .memory import apply_activation_checkpointing
@@ -59,16 +59,14 @@ class TrainResult:
 def ensure_data(cfg: DataConfig) -> Path:
     """Prepare the token shards when the data folder has none yet.
 
-    Every process may call this: the first to take the folder's file lock prepares, the others
-    wait on the lock (not on a collective, so a long preparation never hits a process-group
-    timeout) and then find the finished manifest.
+    Every process may call this: prepare() holds the folder's file lock, so the first process
+    prepares and the others wait on the lock (not on a collective, so a long preparation never
+    hits a process-group timeout), then find the finished manifest and return.
     """
     data_dir = Path(cfg.dir)
-    if (data_dir / MANIFEST).is_file():
-        return data_dir
-    with file_lock(data_dir / ".prepare.lock"):
-        if not (data_dir / MANIFEST).is_file():
-            prepare(corpus=cfg.corpus, tokenizer=cfg.tokenizer, out_dir=data_dir, val_fraction=cfg.val_fraction)
+    if not (data_dir / MANIFEST).is_file():
+        prepare(corpus=cfg.corpus, tokenizer=cfg.tokenizer, out_dir=data_dir, val_fraction=cfg.val_fraction,
+                if_missing=True)
     return data_dir
 
 
