@@ -73,6 +73,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(data_dir, tmp_path):
     result = trainer.fit(on_step=lambda step: step == 5 and os.kill(os.getpid(), signal.SIGTERM))
     assert result.interrupted and result.step == 5
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-0000005"]
+    trainer.close()  # releases the run folder for the next training
     result = train(run_config(data_dir, tmp_path / "run", ckpt_interval=100), resume=True)
     assert result.step == 12 and len(result.losses) == 7
 

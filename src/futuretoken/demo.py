@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_model
+from .checkpoint import load_model, read_metrics
 from .devices import resolve_device
 from .eval.paper import compare
-from .eval.report import markdown_table, mean_train_tokens_per_s, plot_loss_curves, read_metrics
+from .eval.report import markdown_table, mean_train_tokens_per_s, plot_loss_curves
 from .infer import SamplingConfig, generate_text
 from .reproduce import Experiment, train_pair
 
