@@ -18,6 +18,7 @@ from .checkpoint import load_model, read_metrics
 from .devices import resolve_device
 from .eval.paper import compare
 from .eval.report import markdown_table, mean_train_tokens_per_s, plot_loss_curves
+from .files import writable_dir
 from .infer import SamplingConfig, generate_text
 from .reproduce import Experiment, train_pair
 
@@ -47,8 +48,7 @@ def _samples(model) -> list[str]:
 
 
 def run_demo(out_dir: str | Path = "runs/demo", steps: int | None = None, device: str = "auto") -> Path:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = writable_dir(out_dir, "demo folder")
     steps = steps or DEMO_STEPS
     experiment = demo_experiment(steps, device)
     started = time.perf_counter()

@@ -21,6 +21,7 @@ from typing import Any
 from .config import RunConfig, build, read_toml
 from .eval.paper import SuiteSettings, _verdict, compare
 from .eval.report import markdown_table
+from .files import writable_dir
 from .train import train
 
 MODELS = ("ftp", "gpt")
@@ -135,7 +136,7 @@ def render_tasks(tasks: dict, settings: TaskSettings) -> str:
 
 
 def reproduce(experiment: Experiment, out_dir: str | Path) -> Path:
-    out_dir = Path(out_dir)
+    out_dir = writable_dir(out_dir, "--out folder")
     runs = train_pair(experiment.run, out_dir)
     report = compare(runs["ftp"], runs["gpt"], out_dir / "paper", experiment.suite, device=experiment.run.train.device)
     text = report.read_text()

@@ -20,6 +20,7 @@ import torch
 from ..checkpoint import checkpoint_step, list_checkpoints, load_model, run_data_dir
 from ..data import TokenShards, WindowSampler
 from ..devices import resolve_device
+from ..files import writable_dir
 from ..model import training_flops_per_token
 from ..train import evaluate
 from .future_probe import train_future_probe
@@ -200,8 +201,7 @@ def compare(run_ftp: str | Path, run_gpt: str | Path, out_dir: str | Path, setti
     """Pick the matched checkpoint pair, run E1-E5 on both (+ floors), write report.md, results.json, plots."""
     settings = settings or SuiteSettings()
     device = resolve_device(device)
-    run_ftp, run_gpt, out_dir = Path(run_ftp), Path(run_gpt), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run_ftp, run_gpt, out_dir = Path(run_ftp), Path(run_gpt), writable_dir(out_dir, "--out folder")
     losses_f = checkpoint_losses(run_ftp, settings.eval_batches, device)
     losses_g = checkpoint_losses(run_gpt, settings.eval_batches, device)
     pair = pick_matched_pair(losses_f, losses_g)
@@ -225,9 +225,8 @@ def evaluate_run(run: str | Path, out_dir: str | Path, settings: SuiteSettings |
                  device: torch.device | str = "auto") -> Path:
     """`futuretoken eval RUN --suite paper`: E1-E5 on one run's newest checkpoint -> results.json."""
     settings = settings or SuiteSettings()
+    out = writable_dir(out_dir, "--out folder")  # before the work, not after it
     model = load_model(run, device)
     result = evaluate_model(model, run_data_dir(run), settings, judge)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"run": str(run), "settings": asdict(settings), **result}, indent=2))
     return out / "results.json"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..checkpoint import load_model
 from ..data.tokenizer import EOT, TiktokenTokenizer, Tokenizer
+from ..files import writable_dir
 from .modeling import BASE_MODELS, CAUSAL_LM, CONFIGS
 
 MODELING_FILE = "modeling_futuretoken.py"
@@ -78,12 +79,11 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, pool: str = "mean") -> P
     sentence-transformers; `pool` ("mean" or "last") is the sentence-transformers pooling."""
     if pool not in POOLS:
         raise ValueError(f"pool={pool!r} is unknown; choose one of {', '.join(POOLS)}")
+    out = writable_dir(out_dir, "export folder")
     model = load_model(run_dir)
     if model.tokenizer is None:
         raise FileNotFoundError(f"{run_dir} has no tokenizer.json; export needs a run folder (or one of its "
                                 "checkpoints) trained by futuretoken")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     hf = CAUSAL_LM[model.model_type].from_module(model)
     classes = {"AutoConfig": CONFIGS, "AutoModel": BASE_MODELS, "AutoModelForCausalLM": CAUSAL_LM}
     hf.config.auto_map = {auto: f"{MODELING_FILE[:-3]}.{c[model.model_type].__name__}" for auto, c in classes.items()}
