@@ -1,17 +1,21 @@
 """The command line promises clear errors: `futuretoken CMD: error: ...`, exit status 2, no traceback.
 
 Every test here runs `futuretoken.cli.main` in this process (much faster than a child process):
-an exception that escapes main() fails the test, a clear error is a SystemExit(2).
+an exception that escapes main() fails the test, a clear error is a SystemExit(2). The
+property-based tests feed the commands that take paths and numbers with hostile ones.
 """
 
 import json
 import re
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import run_config
 from futuretoken.cli import main
@@ -138,3 +142,118 @@ def test_a_device_that_is_not_there_is_a_clear_error_for_every_command(run, data
     for argv in commands:
         code, err = cli(capsys, *argv)
         assert code == 2 and f"device='{missing}'" in err, (argv, err)
+
+
+# --- property-based: the commands that take paths and numbers, fed hostile ones ----------------------
+NUMBERS = ["-1", "0", "1", "2", "0.5", "1e9", "-1e9", "nan", "inf", "-inf", "1e400", "true", "x", ""]
+SMALL = ["-1", "0", "1", "2", "0.5", "nan", "inf", "true", "x", ""]  # where a valid huge number is just slow
+INPUTS = ["file", "folder", "missing", "under a file", "binary", "bad jsonl", "good jsonl", "run", "data", "device"]
+OUTPUTS = ["new", "file", "folder", "under a file", "read-only", "device"]
+HOSTILE = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def mostly(valid: list[str], hostile: list[str]) -> st.SearchStrategy[str]:
+    """A valid value three times in four: most examples pass the first check and reach the later ones."""
+    return st.one_of(*[st.sampled_from(valid)] * 3, st.sampled_from(hostile))
+
+
+@pytest.fixture(scope="module")
+def paths(run, data_dir, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("paths")
+    (root / "file").write_text("alpha beta\ngamma delta\n")
+    (root / "folder").mkdir()
+    (root / "binary").write_bytes(b"\xff\xfe\x00\x01")
+    (root / "bad.jsonl").write_text('{"text": 1}\n[2]\n{\n')
+    words = "alpha beta gamma delta epsilon zeta eta theta".split()
+    (root / "good.jsonl").write_text("".join(json.dumps({"text": " ".join(words[(i + j) % 8] for j in range(30))})
+                                             + "\n" for i in range(40)))  # enough tokens to train on
+    return {"file": root / "file", "folder": root / "folder", "missing": root / "missing",
+            "under a file": root / "file" / "x", "binary": root / "binary", "bad jsonl": root / "bad.jsonl",
+            "good jsonl": root / "good.jsonl", "run": run, "data": Path(shutil.copytree(data_dir, root / "data")),
+            "read-only": Path("/sys/kernel/futuretoken"), "device": Path("/dev/null")}
+
+
+def path(paths: dict[str, Path], name: str) -> Path:
+    """A fresh folder for "new" (each example writes its own), else the named path of the pool."""
+    return paths["folder"].parent / "new" / uuid.uuid4().hex if name == "new" else paths[name]
+
+
+@HOSTILE
+@given(out=mostly(["new"], OUTPUTS), corpus=mostly(["good jsonl"], INPUTS), val=mostly(["0.2", "0.5"], NUMBERS),
+       seed=mostly(["0", "3"], NUMBERS), tok=mostly(["bpe:260", "bpe:300"], ["bpe:0", "bpe:x", "bpe:99999", "x"]))
+def test_data_prepare_with_hostile_paths_and_numbers(paths, capsys, out, corpus, val, seed, tok):
+    cli(capsys, "data", "prepare", "--out", path(paths, out), "--corpus", path(paths, corpus),
+        f"--val-fraction={val}", f"--seed={seed}", "--tokenizer", tok)
+
+
+TRAIN_NUMBERS = {"train.lr": (["3e-3", "1e-2"], NUMBERS), "train.grad_clip": (["1.0", "0"], NUMBERS),
+                 "train.weight_decay": (["0.1", "0"], NUMBERS), "train.batch_size": (["2", "4"], SMALL),
+                 "train.warmup_steps": (["0", "1"], SMALL), "model.n_layer": (["1", "2"], SMALL + ["1e9"]),
+                 "model.dropout": (["0.0", "0.1"], NUMBERS), "data.val_fraction": (["0.2", "0.5"], NUMBERS)}
+
+
+@HOSTILE
+@given(out=mostly(["new"], OUTPUTS + ["run"]),
+       data=mostly(["data", "new"], ["file", "folder", "under a file", "read-only", "device"]),
+       numbers=st.fixed_dictionaries({}, optional={k: mostly(*v) for k, v in TRAIN_NUMBERS.items()}))
+def test_train_with_hostile_paths_and_numbers(paths, data_dir, capsys, out, data, numbers):
+    argv = overrides(data_dir, path(paths, out))
+    argv += [f"data.dir={json.dumps(str(path(paths, data)))}", f"data.corpus={json.dumps(str(paths['good jsonl']))}",
+             "data.tokenizer='bpe:260'", *(f"{key}={value}" for key, value in numbers.items())]
+    cli(capsys, "train", *argv)
+
+
+@HOSTILE
+@given(run=mostly(["run"], INPUTS), prompts=mostly(["file", "good jsonl"], INPUTS))
+def test_generate_with_hostile_paths(paths, capsys, run, prompts):
+    cli(capsys, "generate", path(paths, run), "--prompts-file", path(paths, prompts), "--max-new-tokens", "2")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(argv=st.lists(st.sampled_from(["--temperature", "--top-k", "--top-p", "--max-new-tokens", "--strategy",
+                                      "--draft-len", "-1", "0", "0.5", "2", "1e9", "nan", "ar", "speculative", "x"]),
+                     max_size=6))
+def test_generate_with_hostile_numbers(run, capsys, argv):
+    cli(capsys, "generate", run, "alpha beta", *argv)
+
+
+@HOSTILE
+@given(run=mostly(["run"], INPUTS), texts=mostly(["file", "good jsonl"], INPUTS), out=mostly(["new"], OUTPUTS),
+       suffix=st.sampled_from(["", ".npy", ".npz", ".parquet", "/"]), batch=mostly(["1", "32"], NUMBERS),
+       pool=st.sampled_from(["mean", "last", "tokens"]))
+def test_embed_with_hostile_paths_and_numbers(paths, capsys, run, texts, out, suffix, batch, pool):
+    cli(capsys, "embed", path(paths, run), path(paths, texts), "--out", f"{path(paths, out)}{suffix}",
+        f"--batch-size={batch}", "--pool", pool)
+
+
+@HOSTILE
+@given(steps=mostly(["1", "2"], NUMBERS), warmup=mostly(["0", "1"], NUMBERS), batch=mostly(["1", "4"], NUMBERS),
+       preset=mostly(["tiny"], ["small", "huge", ""]), json_out=mostly(["new"], OUTPUTS))
+def test_bench_train_with_hostile_paths_and_numbers(paths, capsys, monkeypatch, steps, warmup, batch, preset,
+                                                    json_out):
+    row = {"model": "gpt", "decoder_fraction": None, "activation_checkpointing": "none", "loss_impl": "torch",
+           "step_s": 0.1, "tokens_per_s": 1.0, "flops_per_s": 1.0, "mfu": None, "peak_memory_bytes": 1,
+           "saved_activation_bytes": 1}  # what a benchmark child prints: the children are not started here
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, json.dumps(row), ""))
+    cli(capsys, "bench", "train", f"--steps={steps}", f"--warmup={warmup}", f"--batch-size={batch}", "--preset",
+        preset, "--json", path(paths, json_out) / "bench.json")
+
+
+@HOSTILE
+@given(run=mostly(["run"], INPUTS), new=mostly(["1", "2"], NUMBERS), prompt=mostly(["1", "4"], NUMBERS),
+       repeats=mostly(["1"], NUMBERS), json_out=mostly(["new"], OUTPUTS))
+def test_bench_generate_with_hostile_paths_and_numbers(paths, capsys, run, new, prompt, repeats, json_out):
+    cli(capsys, "bench", "generate", "--run", path(paths, run), f"--max-new-tokens={new}",
+        f"--prompt-tokens={prompt}", f"--repeats={repeats}", "--json", path(paths, json_out) / "bench.json")
+
+
+@settings(HOSTILE, max_examples=8)
+@given(run=mostly(["run"], INPUTS), out=mostly(["new"], OUTPUTS))
+def test_export_hf_with_hostile_paths(paths, capsys, run, out):
+    cli(capsys, "export-hf", path(paths, run), path(paths, out))
+
+
+@HOSTILE
+@given(preset=mostly(["tiny"], ["gpt2-124m", "huge"]), vocab=mostly(["512"], NUMBERS + ["4194304", "4194305"]))
+def test_summary_with_hostile_numbers(capsys, preset, vocab):
+    cli(capsys, "summary", "--preset", preset, f"--vocab-size={vocab}")
