@@ -60,7 +60,7 @@ def test_reproduce_trains_arms_and_seeds_and_the_tasks(data_dir, tmp_path):
         assert task["equal_compute"]["ftp"]["steps"] == [2, 2]  # FTP costs more per step than GPT
     assert any(r["claim"] == "E6 countdown" for r in results["rows"])
     assert "Wall time of this call" in report.read_text()
-    assert (tmp_path / "out" / "runs" / "ftp-learned" / "seed-1" / "checkpoints").is_dir()
+    assert (tmp_path / "out" / "ftp-learned" / "seed-1" / "checkpoints").is_dir()
 
 
 def test_coherence_is_generated_with_the_model_and_judged_later(trained_runs, tmp_path):

@@ -57,7 +57,7 @@ def run_demo(out_dir: str | Path = "runs/demo", steps: int | None = None, device
     started = time.perf_counter()
     paper = reproduce(experiment, out_dir, device)
     seconds = time.perf_counter() - started
-    runs = {arm: out_dir / "runs" / arm / "seed-0" for arm in experiment.arms}
+    runs = {arm: out_dir / arm / "seed-0" for arm in experiment.arms}
     rows, samples = [], {}
     for arm, run in runs.items():
         train_logs = [r for r in read_metrics(run) if r["split"] == "train"]

@@ -28,6 +28,8 @@ from .eval.suite import SuiteSettings
 from .eval.tasks import TaskSettings, run_tasks
 from .train import ensure_data, train_all
 
+RESERVED = ("paper", "tasks")  # OUT/paper holds the comparison, OUT/tasks the toy tasks; OUT/ARM the arms' runs
+
 
 @dataclass
 class ExperimentSettings:
@@ -56,6 +58,8 @@ class Experiment:
             unknown = set(arm) - {"model", "train"}
             if unknown:
                 raise ConfigError(f"[arms.{name}] may only override [model] and [train]; remove {sorted(unknown)}")
+            if name in RESERVED:
+                raise ConfigError(f"[arms.{name}]: '{name}' names a folder of the experiment's output; rename the arm")
         settings = build(ExperimentSettings, _tuples(tables["experiment"], "seeds"), "experiment")
         if settings.baseline not in arms:
             raise ConfigError(f"experiment.baseline = {settings.baseline!r} is not an arm; arms are {sorted(arms)}")
@@ -108,7 +112,7 @@ def reproduce(experiment: Experiment, out_dir: str | Path, device: str | None = 
     timing: dict[str, float] = {}
     started = time.perf_counter()
     ensure_data(experiment.run.data)  # once, before the workers start
-    runs = configs_for(None, out_dir / "runs")
+    runs = configs_for(None, out_dir)
     train_all([cfg for by_seed in runs.values() for cfg in by_seed.values()], settings.workers)
     timing["train_s"] = time.perf_counter() - started
     tasks = None
