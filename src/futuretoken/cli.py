@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--device", default="auto")
     p = bench_sub.add_parser("generate", help="tokens/s of ar, rollout, speculative at batch 1 and 8")
-    p.add_argument("--run", default="runs/demo/ftp", help="a trained run folder (default: the demo's FTP)")
+    p.add_argument("--run", default="runs/demo/ftp/seed-0", help="a trained run folder (default: the demo's FTP)")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--prompt-tokens", type=int, default=32)
