@@ -100,8 +100,8 @@ def test_experiment_files_parse_and_pair_their_arms():
         runs = [experiment.run_config(arm, 0, Path("x")) for arm in experiment.arms]
         assert {r.train.model for r in runs} == {"gpt", "ftp"}
         assert len({(r.train.max_steps, r.train.batch_size, r.train.lr) for r in runs}) == 1  # same budget
-    learned = cpu.run_config("ftp-learned", 0, Path("x"))
-    assert learned.model.decoder_start == "learned" and cpu.run_config("ftp", 0, Path("x")).model.decoder_start == "current"
+    learned = gpu.run_config("ftp-learned", 0, Path("x"))
+    assert learned.model.decoder_start == "learned" and gpu.run_config("ftp", 0, Path("x")).model.decoder_start == "current"
     assert not gpu.suite.coherence_judge  # the judge's weights do not travel to the GPU machine
     assert cpu.tasks is not None and gpu.tasks is not None and gpu.tasks.pathstar
 
