@@ -37,9 +37,10 @@ def tiny_config(**overrides) -> ft.ModelConfig:
     return ft.ModelConfig(**{**base, **overrides})
 
 
-@pytest.fixture(params=["gpt", "ftp"])
+@pytest.fixture(params=["gpt", "ftp", "ftp-learned-start"])
 def model(request):
-    return ft.MODELS[request.param](tiny_config()).eval()
+    kind, _, start = request.param.partition("-")
+    return ft.MODELS[kind](tiny_config(decoder_start="learned" if start else "current")).eval()
 
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()

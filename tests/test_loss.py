@@ -34,11 +34,14 @@ def reference_ftp_loss(model: ft.FTP, tokens: torch.Tensor, eot: int | None):
     return num / den, [sum(v) / len(v) for v in per_k]
 
 
-@pytest.mark.parametrize("impl", ["torch", "chunked"])
+@pytest.mark.parametrize("impl,start", [("torch", "current"), ("chunked", "current"), ("torch", "learned")])
 @pytest.mark.parametrize("gamma", [1.0, 0.7])
 @pytest.mark.parametrize("eot", [None, EOT])
-def test_ftp_loss_matches_reference_loop(gamma, eot, impl, device):
-    model = ft.FTP(tiny_config(gamma=gamma, eot_token=eot, loss_impl=impl)).double().eval().to(device)
+def test_ftp_loss_matches_reference_loop(gamma, eot, impl, start, device):
+    model = ft.FTP(tiny_config(gamma=gamma, eot_token=eot, loss_impl=impl, decoder_start=start)).double().eval()
+    if start == "learned":
+        torch.nn.init.normal_(model.dec_start)  # not the zero it starts from: the test must see it
+    model = model.to(device)
     tokens = torch.randint(1, 64, (2, 10 + 4))
     if eot is not None:
         tokens[0, [3, 9]] = EOT

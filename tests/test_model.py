@@ -125,3 +125,27 @@ def test_flop_and_parameter_counts_grow_with_the_decoder():
     assert block_weights == L * 12 * d * d
     expected = 3 * (2 * block_weights + L * 4 * small.block_size * d + 2 * d * small.vocab_size)
     assert ft.training_flops_per_token(small, "gpt") == expected
+
+
+def test_learned_decoder_start_never_reads_the_current_token():
+    """With decoder_start = "learned" the first decoder output depends on x_t only through h_t."""
+    model = ft.FTP(tiny_config(decoder_start="learned")).eval()
+    torch.nn.init.normal_(model.dec_start)
+    h = torch.randn(6, 32)
+    mem = model.memory(h)
+    inputs = torch.randint(0, 64, (6, 4))
+    other = inputs.clone()
+    other[:, 0] = (other[:, 0] + 1) % 64
+    torch.testing.assert_close(model.decode(inputs, mem), model.decode(other, mem), rtol=0, atol=0)
+    current = ft.FTP(tiny_config()).eval()
+    current.load_state_dict({k: v for k, v in model.state_dict().items() if k != "dec_start"})
+    assert not torch.allclose(current.decode(inputs, mem)[:, 0], current.decode(other, mem)[:, 0])
+
+
+def test_learned_start_generates_and_speculative_equals_ar():
+    model = ft.FTP(tiny_config(decoder_start="learned")).eval()
+    torch.nn.init.normal_(model.dec_start)
+    prompt = torch.randint(0, 64, (2, 5))
+    greedy = ft.SamplingConfig(temperature=0)
+    ar = ft.generate(model, prompt, 12, "ar", greedy).tokens
+    assert torch.equal(ft.generate(model, prompt, 12, "speculative", greedy).tokens, ar)

@@ -3,13 +3,13 @@
 from .checkpoint import load_model as load
 from .config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
 from .data import load_tokenizer, prepare
-from .infer import SamplingConfig, embed, generate, generate_text
+from .infer import SamplingConfig, embed, encode, generate, generate_text
 from .model import FTP, GPT, MODELS, KVCache, LanguageModel, LossOutput, ModelOutput, training_flops_per_token
 from .train import train
 from .version import __version__
 
 __all__ = [
     "FTP", "GPT", "MODELS", "ConfigError", "DataConfig", "KVCache", "LanguageModel", "LossOutput", "ModelConfig",
-    "ModelOutput", "RunConfig", "SamplingConfig", "TrainConfig", "__version__", "embed", "generate", "generate_text",
-    "load", "load_tokenizer", "prepare", "train", "training_flops_per_token",
+    "ModelOutput", "RunConfig", "SamplingConfig", "TrainConfig", "__version__", "embed", "encode", "generate",
+    "generate_text", "load", "load_tokenizer", "prepare", "train", "training_flops_per_token",
 ]

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="corpus preparation").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("prepare", help="corpus -> tokenizer -> token shards + manifest")
     p.add_argument("--corpus", default="builtin:prose",
-                   help="builtin:prose | builtin:python | PATH/GLOB (*.txt, *.jsonl[#field], *.parquet) | hf:NAME[:CONFIG]")
+                   help="builtin:prose | builtin:brown | builtin:python | builtin:prose+brown | PATH/GLOB (*.txt, *.jsonl[#field], *.parquet) | hf:NAME[:CONFIG]")
     p.add_argument("--tokenizer", default="bpe:4096", help="bpe:VOCAB | gpt2 | PATH/tokenizer.json")
     p.add_argument("--out", required=True)
     p.add_argument("--val-fraction", type=float, default=0.05)
@@ -55,21 +55,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
     _add_sampling_args(p)
 
-    p = sub.add_parser("reproduce", help="train FTP + GPT and run every paper experiment (E1-E7) from one file")
+    p = sub.add_parser("reproduce", help="train every arm and seed, run E1-E7 with gates and statistics, from one file")
     p.add_argument("--config", required=True, help="configs/experiments/cpu.toml or gpu.toml")
     p.add_argument("--out", required=True)
     p.add_argument("--device", default=None, help="train and evaluate here (default: the config's train.device)")
+    p.add_argument("--judge-coherence", action="store_true",
+                   help="judge E4 now, also where the config defers it (suite.coherence_judge = false)")
 
-    p = sub.add_parser("eval", help="the paper's experiments E1-E5 on one run")
+    p = sub.add_parser("eval", help="the paper's measurements (E1-E5, state use) on one run")
     p.add_argument("run")
     p.add_argument("--suite", default="paper", choices=["paper"])
     p.add_argument("--out", required=True)
     p.add_argument("--quick", action="store_true", help="CPU-sized settings (the demo's)")
     p.add_argument("--device", default="auto")
 
-    p = sub.add_parser("compare", help="FTP vs GPT at matched next-token loss: E1-E5 side by side, with verdicts")
-    p.add_argument("run_ftp")
-    p.add_argument("run_gpt")
+    p = sub.add_parser("compare", help="runs at matched next-token loss against a baseline run, with gates and verdicts")
+    p.add_argument("baseline", help="the baseline run (e.g. a GPT run folder)")
+    p.add_argument("runs", nargs="+", help="one run folder per other arm (one seed each: use reproduce for several)")
     p.add_argument("--out", required=True)
     p.add_argument("--quick", action="store_true", help="CPU-sized settings (the demo's)")
     p.add_argument("--device", default="auto")
@@ -85,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--device", default="auto")
     p = bench_sub.add_parser("generate", help="tokens/s of ar, rollout, speculative at batch 1 and 8")
-    p.add_argument("--run", default="runs/demo/ftp", help="a trained run folder (default: the demo's FTP)")
+    p.add_argument("--run", default="runs/demo/ftp/seed-0", help="a trained run folder (default: the demo's FTP)")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--prompt-tokens", type=int, default=32)
@@ -95,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="per-token or pooled state vectors h_t of texts")
     p.add_argument("run")
     p.add_argument("input", help="a .txt file (one text per line) or .jsonl with a 'text' field")
-    p.add_argument("--pool", default="mean", choices=["mean", "last", "tokens"])
+    p.add_argument("--pool", default="mean", choices=["mean", "last", "weighted_mean", "tokens"])
     p.add_argument("--out", required=True, help=".npy (pooled) / .npz (tokens) or .parquet")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
@@ -103,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export-hf", help="export a run for transformers, lm-eval and sentence-transformers")
     p.add_argument("run", help="a run folder (its newest checkpoint) or a checkpoint folder")
     p.add_argument("out", help="output folder")
-    p.add_argument("--pool", default="mean", choices=["mean", "last"], help="sentence-transformers pooling")
+    p.add_argument("--pool", default="mean", choices=["mean", "last", "weighted_mean"],
+                   help="sentence-transformers pooling")
     return parser
 
 
@@ -175,7 +178,7 @@ def cmd_embed(args) -> None:
 
 def _suite(quick: bool):
     from .demo import demo_experiment
-    from .eval.paper import SuiteSettings
+    from .eval.suite import SuiteSettings
 
     return demo_experiment().suite if quick else SuiteSettings()
 
@@ -184,23 +187,29 @@ def cmd_reproduce(args) -> None:
     from .reproduce import Experiment, reproduce
 
     experiment = Experiment.load(args.config)
+    if args.judge_coherence:
+        experiment.suite.coherence_judge = True
     if args.device is not None:
-        experiment.run.train.device = args.device
+        experiment.run.train.device = args.device  # the runs, the tasks and the measurements
     report = reproduce(experiment, args.out)
     print(report.read_text())
     print(f"report written to {report}")
 
 
 def cmd_eval(args) -> None:
-    from .eval.paper import evaluate_run
+    from .eval.suite import evaluate_run
 
     print(f"results written to {evaluate_run(args.run, args.out, _suite(args.quick), device=args.device)}")
 
 
 def cmd_compare(args) -> None:
-    from .eval.paper import compare
+    from .eval.compare import compare_runs
 
-    report = compare(args.run_ftp, args.run_gpt, args.out, _suite(args.quick), device=args.device)
+    names = [Path(r).name for r in (args.baseline, *args.runs)]
+    if len(set(names)) != len(names):  # arms are named by their folders; make repeated names unique
+        names = [f"{n}-{i}" for i, n in enumerate(names)]
+    runs = {name: {0: Path(run)} for name, run in zip(names, (args.baseline, *args.runs))}
+    report = compare_runs(runs, names[0], args.out, _suite(args.quick), device=args.device)
     print(report.read_text())
     print(f"report written to {report}")
 

@@ -120,6 +120,7 @@ class ModelConfig:
     dec_layer: int = 3
     dec_head: int = 12
     decoder_fraction: float = 1.0  # share of positions whose decoder runs in training
+    decoder_start: str = "current"  # first decoder input: "current" token x_t, or a "learned" vector (h_t must carry x_t)
     # Loss
     eot_token: int | None = None  # document separator: FTP targets past it are masked
     loss_chunk: int = 4096  # rows of logits computed at once in the cross-entropy
@@ -168,6 +169,8 @@ class ModelConfig:
             0.0 < self.decoder_fraction <= 1.0,
             f"decoder_fraction={self.decoder_fraction} must be in (0, 1]; 1 trains the decoder on every position",
         )
+        need(self.decoder_start in ("current", "learned"),
+             f"decoder_start={self.decoder_start!r} is unknown; choose current (x_t) or learned (a start vector)")
         need(self.loss_impl in ("auto", "torch", "chunked"),
              f"loss_impl={self.loss_impl!r} is unknown; choose auto, torch or chunked")
         if self.eot_token is not None:

@@ -1,14 +1,15 @@
-"""`futuretoken demo`: the built-in corpus, tiny FTP and GPT on CPU, one report with E1-E5.
+"""`futuretoken demo`: the built-in corpus, tiny FTP and GPT on CPU, one report with the gates.
 
-Everything is cached: the prepared corpus under runs/data, each model's run folder
-under the demo folder. Re-running resumes finished or interrupted runs instead of
-starting over, so a second call only re-evaluates and rewrites the report.
-The settings are those of configs/experiments/cpu.toml without its [tasks] table.
+The demo is the CPU experiment (configs/experiments/cpu.toml) cut to fit ~10 minutes on 2
+cores: one training seed per arm, a shorter budget, smaller evaluation sets, no toy tasks.
+With one seed no claim can be tested, and at this budget the validity gates are expected to
+fail; the report says so instead of printing verdicts. Everything is cached: the prepared
+corpus under runs/data, the runs and measurements under the demo folder, so a second call
+only redoes what is missing.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -16,27 +17,31 @@ import torch
 
 from .checkpoint import load_model, read_metrics
 from .devices import resolve_device
-from .eval.paper import compare
-from .eval.report import markdown_table, mean_train_tokens_per_s, plot_loss_curves
+from .eval.render import markdown_table, mean_train_tokens_per_s, plot_loss_curves
 from .files import writable_dir
 from .infer import SamplingConfig, generate_text
-from .reproduce import Experiment, train_pair
+from .reproduce import Experiment, reproduce
 
-DEMO_STEPS = 300
+DEMO_STEPS = 600
 PROMPTS = ["The President said that", "Fellow citizens of the Senate", "To be, or not to be"]
 
 
 def demo_experiment(steps: int = DEMO_STEPS, device: str = "auto") -> Experiment:
+    every = max(1, steps // 12)
     return Experiment.from_dict({
-        "model": {"preset": "tiny"},
-        "data": {"dir": "runs/data/prose-bpe4096", "corpus": "builtin:prose", "tokenizer": "bpe:4096"},
+        "model": {"preset": "tiny", "decoder_fraction": 0.5},
+        "data": {"dir": "runs/data/prose-bpe1024", "corpus": "builtin:prose", "tokenizer": "bpe:1024"},
         "train": {"batch_size": 16, "max_steps": steps, "lr": 2e-3, "min_lr": 2e-4,
-                  "warmup_steps": min(30, steps // 10), "eval_interval": max(1, steps // 6), "eval_batches": 10,
-                  "ckpt_interval": max(1, steps // 6), "keep_every": max(1, steps // 6),
-                  "log_interval": max(1, steps // 60), "device": device},
-        # E1-E5 at CPU scale: a few minutes on 2 cores for both models and their random-init floors.
-        "suite": {"eval_batches": 10, "probe_steps": 60, "smooth_windows": 32, "labelled_limit": 400,
-                  "coherence_prompts": 6, "coherence_seeds": [0, 1, 2], "coherence_new_tokens": 48},
+                  "warmup_steps": min(50, steps // 10), "eval_interval": every * 2, "eval_batches": 10,
+                  "ckpt_interval": every, "keep_every": every, "log_interval": max(1, steps // 60), "device": device},
+        "experiment": {"seeds": [0], "workers": 2},
+        "arms": {"gpt": {"train": {"model": "gpt"}}, "ftp": {"train": {"model": "ftp"}}},
+        # E1-E5 at demo scale: a few minutes on 2 cores for both models and one random-init floor.
+        # E4 and E5 at demo scale (E5 without the Brown set, which needs npm), one random-init floor.
+        "suite": {"eval_batches": 6, "trajectory_batches": 2, "probe_windows": 128, "smooth_per_document": 10,
+                  "smooth_min_windows": 60, "coherence_prompts": 30, "coherence_new_tokens": 48,
+                  "datasets": ["bbc", "rotten_tomatoes"], "labelled_limit": 1000, "probe_pools": ["mean"],
+                  "floor_seeds": [0]},
     })
 
 
@@ -49,48 +54,35 @@ def _samples(model) -> list[str]:
 
 def run_demo(out_dir: str | Path = "runs/demo", steps: int | None = None, device: str = "auto") -> Path:
     out_dir = writable_dir(out_dir, "demo folder")
-    steps = steps or DEMO_STEPS
-    experiment = demo_experiment(steps, device)
+    experiment = demo_experiment(steps or DEMO_STEPS, device)
     started = time.perf_counter()
-    runs = train_pair(experiment.run, out_dir)
-    train_seconds = time.perf_counter() - started
-
-    results: dict[str, dict] = {}
-    for name, run_dir in runs.items():
-        model = load_model(run_dir, resolve_device(device))
-        train_logs = [r for r in read_metrics(run_dir) if r["split"] == "train"]
-        results[name] = {
-            "tokens_per_s": mean_train_tokens_per_s(run_dir),
-            "tokens_seen": train_logs[-1]["tokens"] if train_logs else 0,
-            "samples": _samples(model),
-        }
-    plot_loss_curves({n: runs[n] for n in ("gpt", "ftp")}, out_dir / "loss_curves.png")
-    paper = compare(runs["ftp"], runs["gpt"], out_dir / "paper", experiment.suite, device=device)
-    results["train_seconds_this_call"] = train_seconds
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    paper = reproduce(experiment, out_dir, device)
+    seconds = time.perf_counter() - started
+    runs = {arm: out_dir / arm / "seed-0" for arm in experiment.arms}
+    rows, samples = [], {}
+    for arm, run in runs.items():
+        train_logs = [r for r in read_metrics(run) if r["split"] == "train"]
+        rows.append([arm, round(mean_train_tokens_per_s(run)), train_logs[-1]["tokens"] if train_logs else 0])
+        samples[arm] = _samples(load_model(run, resolve_device(device)))
+    plot_loss_curves(runs, out_dir / "loss_curves.png")
+    lines = [
+        "# futuretoken demo: tiny FTP vs tiny GPT", "",
+        f"Built-in prose corpus, byte-level BPE (1024), `tiny` preset, {experiment.run.train.max_steps} steps of "
+        f"16 x 128 tokens for each model, same data order, one training seed. Wall time of this call: "
+        f"{seconds / 60:.1f} min.", "",
+        markdown_table(["model", "training tokens/s (CPU)", "tokens seen"], rows), "",
+        "![loss curves](loss_curves.png)", "",
+        "## Samples (temperature 0.8, top-k 40, same seed per prompt)",
+    ]
+    for i, prompt in enumerate(PROMPTS):
+        lines += ["", f"**Prompt:** {prompt}", ""] + [f"- {arm}: {samples[arm][i]!r}" for arm in runs]
     report = out_dir / "report.md"
-    report.write_text(render_report(results, steps) + "\n" + _nest(paper.read_text(), "paper/"))
+    report.write_text("\n".join(lines) + "\n\n" + _nest(paper.read_text(), "paper/"))
     return report
 
 
 def _nest(markdown: str, folder: str) -> str:
     """The comparison report as a section of this one (its images live in a sub-folder)."""
-    markdown = markdown.replace("\n## ", "\n### ").replace("# FTP vs GPT", "## FTP vs GPT", 1)
-    return markdown.replace("](experiments.png)", f"]({folder}experiments.png)")
-
-
-def render_report(results: dict, steps: int) -> str:
-    g, f = results["gpt"], results["ftp"]
-    rows = [["training tokens/s (CPU)", round(g["tokens_per_s"]), round(f["tokens_per_s"])],
-            ["tokens seen", g["tokens_seen"], f["tokens_seen"]]]
-    lines = [
-        "# futuretoken demo: tiny FTP vs tiny GPT", "",
-        f"Built-in prose corpus (State of the Union + Shakespeare), byte-level BPE (4096), `tiny` preset, "
-        f"{steps} steps of 16 x 128 tokens for each model, same data order. One training seed.", "",
-        markdown_table(["", "GPT", "FTP"], rows), "",
-        "![loss curves](loss_curves.png)", "",
-        "## Samples (temperature 0.8, top-k 40, same seed per prompt)",
-    ]
-    for i, prompt in enumerate(PROMPTS):
-        lines += ["", f"**Prompt:** {prompt}", "", f"- GPT: {g['samples'][i]!r}", f"- FTP: {f['samples'][i]!r}"]
-    return "\n".join(lines) + "\n"
+    markdown = markdown.replace("\n## ", "\n### ").replace("# Paper claims", "## Paper claims", 1)
+    return markdown.replace("](claims.png)", f"]({folder}claims.png)").replace("](training.png)",
+                                                                              f"]({folder}training.png)")

@@ -1,149 +1,132 @@
 """`futuretoken reproduce --config configs/experiments/X.toml --out DIR`: the whole comparison.
 
-1. Train FTP and GPT with the same [model], [data] and [train] settings (resumable:
-   re-running continues or reuses finished runs).
-2. `compare` them at matched next-token loss: E1-E5 -> DIR/paper/.
-3. When [tasks] is present, E6 (countdown as code) and E7 (path-star planning): both
-   models trained on the same generated stream with the same budget -> DIR/tasks/.
-An experiment file is a run config (see configs/) plus [suite] (eval.paper.SuiteSettings)
-and [tasks] (TaskSettings) tables.
+1. Train every arm (GPT and FTP variants) with every seed on the same data (resumable: a
+   second call continues unfinished runs and reuses finished ones), several runs at once when
+   `experiment.workers` > 1.
+2. When [tasks] is present, E6 (countdown as code) and E7 (path-star): each arm and seed
+   trained on the same generated stream, scored per problem (eval/tasks.py).
+3. Compare every arm with the baseline at matched next-token loss, seed by seed, with the
+   validity gates and the statistics (eval/compare.py) -> DIR/paper/report.md.
+An experiment file is a run config (see configs/) shared by every arm, plus [experiment]
+(seeds, baseline, workers), [arms.NAME] (model/train overrides per arm), [gates], [suite]
+(eval.suite.SuiteSettings) and [tasks] (eval.tasks.TaskSettings) tables.
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import math
-from dataclasses import asdict, dataclass
+import os
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, build, read_toml
-from .eval.paper import SuiteSettings, _verdict, compare
-from .eval.report import markdown_table
+from .config import ConfigError, RunConfig, build, read_toml
+from .eval.claims import GateSettings
+from .eval.compare import compare_runs
+from .eval.suite import SuiteSettings
+from .eval.tasks import TaskSettings, run_tasks
 from .files import writable_dir
-from .train import train
+from .train import ensure_data, train_all
 
-MODELS = ("ftp", "gpt")
+RESERVED = ("paper", "tasks")  # OUT/paper holds the comparison, OUT/tasks the toy tasks; OUT/ARM the arms' runs
 
 
 @dataclass
-class TaskSettings:
-    countdown: bool = True
-    pathstar: bool = True
-    documents: int = 20000  # generated training documents per task
-    max_steps: int = 300  # training steps of each model on each task
-    n_eval: int = 100  # evaluation problems per difficulty / setting
-    difficulties: tuple[int, ...] = (2, 3, 4)  # countdown: how many numbers
-    star_degree: int = 2  # path-star: arms
-    star_length: int = 4  # path-star: nodes per arm
-    tokenizer: str = "bpe:512"
-    seed: int = 0
+class ExperimentSettings:
+    seeds: tuple[int, ...] = (0, 1, 2)  # training seeds: the unit of replication
+    baseline: str = "gpt"  # the arm every other arm is compared with
+    workers: int = 1  # training runs at once; on CPU each gets cpu_count // workers threads
 
 
 @dataclass
 class Experiment:
-    run: RunConfig  # shared by both models; train.model and train.out_dir are set per model
-    suite: SuiteSettings
-    tasks: TaskSettings | None
+    run: RunConfig  # shared by every arm; an arm overrides parts of [model] and [train]
+    arms: dict[str, dict[str, dict[str, Any]]]  # name -> {"model": {...}, "train": {...}}
+    settings: ExperimentSettings = field(default_factory=ExperimentSettings)
+    gates: GateSettings = field(default_factory=GateSettings)
+    suite: SuiteSettings = field(default_factory=SuiteSettings)
+    tasks: TaskSettings | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "Experiment":
         values = dict(values)
-        suite = values.pop("suite", {})
+        tables = {name: values.pop(name, {}) for name in ("experiment", "arms", "gates", "suite")}
         tasks = values.pop("tasks", None)
-        if "coherence_seeds" in suite:
-            suite["coherence_seeds"] = tuple(suite["coherence_seeds"])
-        if tasks is not None and "difficulties" in tasks:
-            tasks["difficulties"] = tuple(tasks["difficulties"])
-        return cls(run=RunConfig.from_dict(values), suite=build(SuiteSettings, suite, "suite"),
-                   tasks=build(TaskSettings, tasks, "tasks") if tasks is not None else None)
+        run = RunConfig.from_dict(values)
+        arms = tables["arms"] or {"gpt": {"train": {"model": "gpt"}}, "ftp": {"train": {"model": "ftp"}}}
+        for name, arm in arms.items():
+            unknown = set(arm) - {"model", "train"}
+            if unknown:
+                raise ConfigError(f"[arms.{name}] may only override [model] and [train]; remove {sorted(unknown)}")
+            if name in RESERVED:
+                raise ConfigError(f"[arms.{name}]: '{name}' names a folder of the experiment's output; rename the arm")
+        settings = build(ExperimentSettings, _tuples(tables["experiment"], "seeds"), "experiment")
+        if settings.baseline not in arms:
+            raise ConfigError(f"experiment.baseline = {settings.baseline!r} is not an arm; arms are {sorted(arms)}")
+        if not settings.seeds or settings.workers < 1:
+            raise ConfigError("experiment.seeds needs at least one seed and experiment.workers must be >= 1")
+        experiment = cls(run=run, arms=arms, settings=settings, gates=build(GateSettings, tables["gates"], "gates"),
+                         suite=build(SuiteSettings, _tuples(tables["suite"], "datasets", "floor_seeds", "probe_pools"),
+                                     "suite"),
+                         tasks=build(TaskSettings, _tuples(tasks, "difficulties", "arms"), "tasks")
+                         if tasks is not None else None)
+        for arm in arms:  # fail now, not after an hour of training, when an arm's overrides are wrong
+            experiment.run_config(arm, settings.seeds[0], Path("runs"))
+        return experiment
 
     @classmethod
     def load(cls, path: str | Path) -> "Experiment":
         return cls.from_dict(read_toml(path))
 
-
-def run_config_for(base: RunConfig, model: str, out_dir: Path, data_dir: Path | None = None,
-                   max_steps: int | None = None) -> RunConfig:
-    cfg = copy.deepcopy(base)
-    cfg.train.model, cfg.train.out_dir = model, str(out_dir / model)
-    if data_dir is not None:
-        cfg.data.dir = str(data_dir)
-    if max_steps is not None:
-        cfg.train.max_steps = max_steps
-        cfg.train.warmup_steps = min(cfg.train.warmup_steps, max_steps // 10)
-        cfg.train.ckpt_interval = cfg.train.eval_interval = max(1, max_steps // 3)
-        cfg.train.keep_every = 0
-    return cfg
+    def run_config(self, arm: str, seed: int, out_dir: Path, data_dir: Path | None = None,
+                   train_overrides: dict | None = None, model_overrides: dict | None = None) -> RunConfig:
+        """The full config of one arm and seed, trained into OUT/arm/seed-S."""
+        values = self.run.to_dict()
+        values["model"] = {**values["model"], **self.arms[arm].get("model", {}), **(model_overrides or {})}
+        values["train"] = {**values["train"], **self.arms[arm].get("train", {}), **(train_overrides or {}),
+                           "seed": seed, "out_dir": str(out_dir / arm / f"seed-{seed}")}
+        if data_dir is not None:
+            values["data"] = {**values["data"], "dir": str(data_dir)}
+        return RunConfig.from_dict(values)
 
 
-def train_pair(base: RunConfig, out_dir: Path, **kwargs) -> dict[str, Path]:
-    for model in MODELS:
-        train(run_config_for(base, model, out_dir, **kwargs), resume=True)
-    return {m: out_dir / m for m in MODELS}
+def _tuples(values: dict | None, *keys: str) -> dict | None:
+    """TOML arrays -> tuples for the dataclass fields that are tuples."""
+    if values is None:
+        return None
+    return {k: tuple(v) if k in keys and isinstance(v, list) else v for k, v in values.items()}
 
 
-def _binomial_se(p: float, n: int) -> float:
-    return math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
-
-
-def run_tasks(base: RunConfig, settings: TaskSettings, out_dir: Path) -> dict:
-    """E6 and E7: prepare each generated corpus, train both models on it, score greedy pass@1."""
-    from .eval.countdown import countdown_experiment, prepare_countdown_corpus
-    from .eval.pathstar import pathstar_experiment, prepare_pathstar_corpus
-
-    results: dict[str, dict] = {}
-    device = base.train.device
-    jobs = []
-    if settings.countdown:
-        jobs.append(("E6 countdown", prepare_countdown_corpus,
-                     dict(difficulties=settings.difficulties),
-                     lambda runs: {m: {f"{d} numbers": v for d, v in r.items()} for m, r in countdown_experiment(
-                         runs, n_eval=settings.n_eval, difficulties=settings.difficulties, device=device).items()}))
-    if settings.pathstar:
-        star = (settings.star_degree, settings.star_length)
-        jobs.append(("E7 path-star", prepare_pathstar_corpus, dict(settings=(star,)),
-                     lambda runs: {m: {f"degree {s[0]}, length {s[1]}": v for s, v in r.items()}
-                                   for m, r in pathstar_experiment(runs, settings=(star,), n_eval=settings.n_eval,
-                                                                       device=device).items()}))
-    for name, prepare_corpus, corpus_kwargs, evaluate in jobs:
-        task_dir = out_dir / name.split()[1]
-        data_dir = task_dir / "data"
-        if not (data_dir / "manifest.json").is_file():
-            prepare_corpus(data_dir, n_docs=settings.documents, seed=settings.seed, tokenizer=settings.tokenizer,
-                           **corpus_kwargs)
-        runs = train_pair(base, task_dir, data_dir=data_dir, max_steps=settings.max_steps)
-        scores = evaluate(runs)
-        rows = {}
-        for setting in scores["ftp"]:
-            f, g = scores["ftp"][setting], scores["gpt"][setting]
-            se = math.hypot(_binomial_se(f, settings.n_eval), _binomial_se(g, settings.n_eval))
-            rows[setting] = {"ftp": f, "gpt": g, "spread": se, "verdict": _verdict(f - g, se)}
-        results[name] = {"n_eval": settings.n_eval, "results": rows}
-    return results
-
-
-def render_tasks(tasks: dict, settings: TaskSettings) -> str:
-    rows = [[name, setting, r["ftp"], r["gpt"], 2 * r["spread"], r["verdict"]]
-            for name, task in tasks.items() for setting, r in task["results"].items()]
-    return "\n".join([
-        "## Toy tasks: E6 code (countdown) and E7 planning (path-star)", "",
-        f"Both models trained {settings.max_steps} steps on the same generated stream "
-        f"({settings.documents} documents); greedy pass@1 on {settings.n_eval} held-out problems per setting; "
-        "spread = binomial standard error; one training seed.", "",
-        markdown_table(["task", "setting", "FTP pass@1", "GPT pass@1", "2 SE", "verdict"], rows), ""])
-
-
-def reproduce(experiment: Experiment, out_dir: str | Path) -> Path:
+def reproduce(experiment: Experiment, out_dir: str | Path, device: str | None = None) -> Path:
+    """Train every arm and seed, the toy tasks, then compare: DIR/paper/report.md (+ DIR/timing.json)."""
     out_dir = writable_dir(out_dir, "--out folder")
-    runs = train_pair(experiment.run, out_dir)
-    report = compare(runs["ftp"], runs["gpt"], out_dir / "paper", experiment.suite, device=experiment.run.train.device)
-    text = report.read_text()
+    device = device or experiment.run.train.device
+    seeds, settings = experiment.settings.seeds, experiment.settings
+
+    def configs_for(data_dir: Path | None, runs_dir: Path, train_overrides: dict | None = None,
+                    model_overrides: dict | None = None) -> dict[str, dict[int, RunConfig]]:
+        return {arm: {s: experiment.run_config(arm, s, runs_dir, data_dir, train_overrides, model_overrides)
+                      for s in seeds} for arm in experiment.arms}
+
+    timing: dict[str, float] = {}
+    started = time.perf_counter()
+    ensure_data(experiment.run.data)  # once, before the workers start
+    runs = configs_for(None, out_dir)
+    train_all([cfg for by_seed in runs.values() for cfg in by_seed.values()], settings.workers)
+    timing["train_s"] = time.perf_counter() - started
+    tasks = None
     if experiment.tasks is not None:
-        tasks = run_tasks(experiment.run, experiment.tasks, out_dir / "tasks")
-        (out_dir / "tasks" / "results.json").write_text(
-            json.dumps({"settings": asdict(experiment.tasks), **tasks}, indent=2))
-        text += "\n" + render_tasks(tasks, experiment.tasks)
-        report.write_text(text)
+        started = time.perf_counter()
+        tasks = run_tasks(experiment.tasks, configs_for, settings.baseline, settings.workers, out_dir / "tasks", device)
+        timing["tasks_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    report = compare_runs({arm: {s: Path(cfg.train.out_dir) for s, cfg in by_seed.items()} for arm, by_seed in runs.items()},
+                          settings.baseline, out_dir / "paper", experiment.suite, experiment.gates, device, tasks=tasks,
+                          workers=settings.workers)
+    timing["compare_s"] = time.perf_counter() - started
+    (out_dir / "timing.json").write_text(json.dumps({**timing, "experiment": asdict(settings),
+                                                     "cpu_count": os.cpu_count()}, indent=2))
+    minutes = ", ".join(f"{k.removesuffix('_s')} {v / 60:.1f} min" for k, v in timing.items())
+    report.write_text(report.read_text() + f"\nWall time of this call ({os.cpu_count()} CPU cores): {minutes}.\n")
     return report

@@ -2,7 +2,8 @@
 
 Prompts are openings of validation windows; decoding is greedy so that the three
 strategies produce comparable work and speculative can be checked against ar.
-Each setting runs once to warm up, then `repeats` times; the median is reported.
+Each setting runs once to warm up, then `repeats` times, the strategies taking turns (so a
+load that comes and goes on a shared machine touches them alike); the median is reported.
 """
 
 from __future__ import annotations
@@ -37,18 +38,22 @@ def bench_generate(model, prompts: torch.Tensor, max_new_tokens: int, batch_size
     for batch in batch_sizes:
         ids = prompts[:batch].to(device)
         reference = None
+        runs = {strategy: [] for strategy in strategies}
+        for turn in range(repeats + 1):
+            for strategy in strategies:
+                result = generate(model, ids, max_new_tokens, strategy=strategy, sampling=greedy)
+                if turn > 0:  # turn 0 warms up
+                    runs[strategy].append(result)
         for strategy in strategies:
-            runs = [generate(model, ids, max_new_tokens, strategy=strategy, sampling=greedy)
-                    for _ in range(repeats + 1)][1:]
-            stats = [r.stats for r in runs]
+            stats = [r.stats for r in runs[strategy]]
             row = {"strategy": strategy, "batch": batch, "new_tokens": stats[0].new_tokens,
                    "tokens_per_s": statistics.median(s.tokens_per_s for s in stats),
                    "tokens_per_encoder_pass": stats[0].tokens_per_encoder_pass,
                    "acceptance_rate": stats[0].acceptance_rate}
             if strategy == "ar":
-                reference = runs[0].tokens
+                reference = runs[strategy][0].tokens
             elif strategy == "speculative":
-                row["identical_to_ar"] = bool(torch.equal(runs[0].tokens, reference))
+                row["identical_to_ar"] = bool(torch.equal(runs[strategy][0].tokens, reference))
             rows.append(row)
         ar_speed = next(r["tokens_per_s"] for r in rows if r["batch"] == batch and r["strategy"] == "ar")
         for r in rows:

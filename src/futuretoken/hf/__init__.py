@@ -1,4 +1,4 @@
-"""Hugging Face ecosystem: transformers wrappers, export, lm-eval task, sentence-transformers.
+"""Hugging Face ecosystem: transformers wrappers, export, lm-eval task, sentence-transformers, MTEB.
 
 Needs `pip install 'futuretoken[hf]'`. Importing this package registers the model types
 "futuretoken-gpt" and "futuretoken-ftp" with AutoConfig / AutoModel / AutoModelForCausalLM:
@@ -6,11 +6,14 @@ Needs `pip install 'futuretoken[hf]'`. Importing this package registers the mode
     import futuretoken.hf
     futuretoken.hf.export_hf("runs/demo/ftp", "runs/hf/ftp")            # or: futuretoken export-hf RUN OUT
     model = AutoModelForCausalLM.from_pretrained("runs/hf/ftp")         # or trust_remote_code=True, no import
-    tok = AutoTokenizer.from_pretrained("runs/hf/ftp")
-    SentenceTransformer("runs/hf/ftp").encode(texts)                    # == ft.load(run).embed(texts, pool="mean")
+    tok = AutoTokenizer.from_pretrained("runs/hf/ftp", padding_side="left")
+    model.generate(**tok(prompts, return_tensors="pt", padding=True), max_new_tokens=20)   # KV-cached
+    model.generate(..., custom_generate=futuretoken.hf.speculative_decoding, draft_len=4)  # FTP speculative
+    SentenceTransformer("runs/hf/ftp").encode(texts)                    # == ft.encode(ft.load(run), texts)
+    futuretoken.hf.mteb.MTEBEncoder(ft.load(run))                       # an MTEB (>= 2) encoder
 
-Unsupported: KV caching in generate() (each step re-encodes; fine at block_size scale), left
-padding, inputs_embeds, sequences longer than block_size.
+Unsupported: sequences longer than block_size (no sliding window), static / compiled caches,
+gradient checkpointing through transformers' API (use futuretoken's train.activation_checkpointing).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from .modeling import (
     GPTForCausalLM,
     GPTModel,
 )
+from .speculative import speculative_decoding
 
 for _kind, _config in CONFIGS.items():
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -38,5 +42,5 @@ for _kind, _config in CONFIGS.items():
 
 __all__ = [
     "FTPConfig", "FTPForCausalLM", "FTPModel", "GPTConfig", "GPTForCausalLM", "GPTModel", "TASK",
-    "build_local_task", "evaluate_local_task", "export_hf", "hf_tokenizer",
+    "build_local_task", "evaluate_local_task", "export_hf", "hf_tokenizer", "speculative_decoding",
 ]

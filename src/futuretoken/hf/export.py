@@ -18,7 +18,9 @@ from ..files import writable_dir
 from .modeling import BASE_MODELS, CAUSAL_LM, CONFIGS
 
 MODELING_FILE = "modeling_futuretoken.py"
-POOLS = {"mean": "pooling_mode_mean_tokens", "last": "pooling_mode_lasttoken"}  # our pool -> ST's Pooling flag
+# our pool -> sentence-transformers' Pooling flag (its weighted mean is SGPT's position weighting, as ours)
+POOLS = {"mean": "pooling_mode_mean_tokens", "last": "pooling_mode_lasttoken",
+         "weighted_mean": "pooling_mode_weightedmean_tokens"}
 
 
 def hf_tokenizer(tokenizer: Tokenizer, model_max_length: int):
@@ -76,7 +78,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 def export_hf(run_dir: str | Path, out_dir: str | Path, pool: str = "mean") -> Path:
     """Write RUN's newest checkpoint (or a checkpoint folder) to OUT for transformers / lm-eval /
-    sentence-transformers; `pool` ("mean" or "last") is the sentence-transformers pooling."""
+    sentence-transformers; `pool` ("mean", "last" or "weighted_mean") is the sentence-transformers pooling."""
     if pool not in POOLS:
         raise ValueError(f"pool={pool!r} is unknown; choose one of {', '.join(POOLS)}")
     out = writable_dir(out_dir, "export folder")
@@ -85,6 +87,9 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, pool: str = "mean") -> P
         raise FileNotFoundError(f"{run_dir} has no tokenizer.json; export needs a run folder (or one of its "
                                 "checkpoints) trained by futuretoken")
     hf = CAUSAL_LM[model.model_type].from_module(model)
+    eot = model.tokenizer.eot_token  # the document separator: begins, ends and pads sequences
+    hf.config.bos_token_id = hf.config.eos_token_id = hf.config.pad_token_id = eot
+    hf.generation_config.bos_token_id = hf.generation_config.eos_token_id = hf.generation_config.pad_token_id = eot
     classes = {"AutoConfig": CONFIGS, "AutoModel": BASE_MODELS, "AutoModelForCausalLM": CAUSAL_LM}
     hf.config.auto_map = {auto: f"{MODELING_FILE[:-3]}.{c[model.model_type].__name__}" for auto, c in classes.items()}
     hf.save_pretrained(out)
@@ -99,7 +104,7 @@ def _write_sentence_transformer_files(out: Path, dim: int, max_seq_length: int, 
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
     pooling = {"word_embedding_dimension": dim, **{flag: False for flag in (
         "pooling_mode_cls_token", "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens",
-        "pooling_mode_weightedmean_tokens", *POOLS.values())}, POOLS[pool]: True}
+        *POOLS.values())}, POOLS[pool]: True}
     (out / "1_Pooling").mkdir(exist_ok=True)
     files = {"modules.json": modules, "1_Pooling/config.json": pooling,
              "sentence_bert_config.json": {"max_seq_length": max_seq_length, "do_lower_case": False}}

@@ -6,12 +6,17 @@ its classes in config.json's `auto_map`, so the folder also loads with `trust_re
 
 - The wrapped `ft.GPT` / `ft.FTP` is the submodule `.model`: same tensors, same state-dict keys
   (prefixed `model.`). The output head *is* the token embedding, so there is nothing to tie.
-- `*ForCausalLM` logits are our `model(idx).logits` (FTP: decoder step k = 1 at every position).
-  `*Model` returns the encoder states h_t as `last_hidden_state` (for sentence-transformers).
-- No KV cache: `generate()` re-encodes the whole sequence at every step (greedy output equals
-  futuretoken's `ar`). Sequences are limited to block_size tokens (no sliding window).
-- attention_mask may only mark right padding (ones then zeros): the encoder is causal, so real
-  positions never see pads. Left padding or holes raise ValueError.
+- `*ForCausalLM` logits are our `model(idx).logits` (FTP: decoder step k = 1 at every position,
+  or at the last `logits_to_keep`). `*Model` returns the encoder states h_t as `last_hidden_state`.
+- KV cache: transformers' Cache API (a DynamicCache by default) holds the encoder's keys and values;
+  FTP's next-token distribution is decoder step 1 from h of the last position, so only the encoder
+  needs a cache. Greedy `generate()` equals futuretoken's `ar` with and without cache.
+- attention_mask (2D, one column per cached and new token) may mark any padding, left padding
+  included: masked keys are never attended to, and positions count real tokens only (a left-padded
+  row starts at position 0), so a padded row gives what it gives alone.
+- `labels` give transformers' causal-LM loss (shifted, ignore index -100, `num_items_in_batch` and
+  `shift_labels` honoured), for FTP on decoder step 1: FTP's multi-token objective is `futuretoken train`.
+- Sequences are limited to block_size tokens (no sliding window).
 """
 
 from __future__ import annotations
@@ -20,32 +25,44 @@ import dataclasses
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.utils.generic import can_return_tuple
 
 from futuretoken.config import ModelConfig
 from futuretoken.model import MODELS, LanguageModel
-from futuretoken.model.blocks import init_weights
+from futuretoken.model.blocks import init_module
+from futuretoken.model.encoder import Trace
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+LOSS_OPTIONS = ("num_items_in_batch", "shift_labels", "ignore_index")  # transformers' ForCausalLMLoss keywords
+
+# Every ModelConfig field under its own name, type and default: transformers 5 configs are
+# dataclasses, so defaults must be fields (a custom __init__ would be bypassed by subclasses).
+_ModelFields = dataclasses.make_dataclass(
+    "_ModelFields", [(f.name, f.type, dataclasses.field(default=f.default)) for f in dataclasses.fields(ModelConfig)],
+    kw_only=True, repr=False,
+)
 
 
-class _FTConfig(PretrainedConfig):
-    """A PretrainedConfig holding every ModelConfig field under its own name."""
+class _FTConfig(PretrainedConfig, _ModelFields):
+    """A PretrainedConfig holding every ModelConfig field; built from any subset of them, validated."""
 
     ft_model_type = ""
     attribute_map = {"hidden_size": "n_embd", "num_hidden_layers": "n_layer",
                      "num_attention_heads": "n_head", "max_position_embeddings": "block_size"}
 
-    def __init__(self, **kwargs: Any) -> None:
-        values = ModelConfig(**{k: kwargs.pop(k) for k in _FIELDS if k in kwargs}).to_dict()  # validates
-        for key, value in values.items():
-            setattr(self, key, value)
-        kwargs.setdefault("tie_word_embeddings", True)
-        kwargs.setdefault("use_cache", False)
-        super().__init__(**kwargs)
+    tie_word_embeddings: bool = True
+    use_cache: bool = True
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        self.to_model_config()  # validates: a ConfigError names the field and the fix
 
     def to_model_config(self) -> ModelConfig:
         return ModelConfig(**{k: getattr(self, k) for k in _FIELDS})
@@ -61,14 +78,20 @@ class FTPConfig(_FTConfig):
     ft_model_type = "ftp"
 
 
-def check_attention_mask(mask: Tensor | None) -> None:
-    """Accept no mask or right padding only (each row: ones, then zeros)."""
-    if mask is not None and mask.dim() == 2 and bool((mask[:, 1:] > mask[:, :-1]).any()):
-        raise ValueError(
-            "futuretoken models support right padding only (attention_mask rows of ones then zeros); "
-            "left padding or masked holes are unsupported: set tokenizer.padding_side='right', or "
-            "batch prompts of equal length / generate them one at a time"
-        )
+class _CacheLayer:
+    """One encoder layer of a transformers Cache, seen through the members futuretoken's encoder uses."""
+
+    ends = None  # every row has the same length
+
+    def __init__(self, cache: Cache, layer: int) -> None:
+        self.cache, self.layer = cache, layer
+
+    @property
+    def length(self) -> int:
+        return self.cache.get_seq_length(self.layer)
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        return self.cache.update(k, v, self.layer)
 
 
 class _FTPreTrainedModel(PreTrainedModel):
@@ -76,7 +99,7 @@ class _FTPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     supports_gradient_checkpointing = False
     _no_split_modules = ["Block"]
-    _supports_cache_class = False
+    _supports_sdpa = True  # scaled_dot_product_attention is what runs; "eager" computes attention explicitly
 
     def __init__(self, config: _FTConfig) -> None:
         super().__init__(config)
@@ -95,9 +118,8 @@ class _FTPreTrainedModel(PreTrainedModel):
         return wrapper.train(module.training)
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):  # futuretoken's GPT-2 init
-            c = self.config
-            init_weights(module, c.n_layer + (c.dec_layer if c.ft_model_type == "ftp" else 0))
+        c = self.config
+        init_module(module, c.n_layer + (c.dec_layer if c.ft_model_type == "ftp" else 0))  # futuretoken's GPT-2 init
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.encoder.wte
@@ -105,44 +127,74 @@ class _FTPreTrainedModel(PreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.model.encoder.wte = value
 
-    def _check_inputs(self, input_ids: Tensor | None, attention_mask: Tensor | None, kwargs: dict) -> Tensor:
-        if input_ids is None or kwargs.get("inputs_embeds") is not None:
-            raise ValueError("futuretoken models take input_ids (inputs_embeds are unsupported)")
-        check_attention_mask(attention_mask)
-        return input_ids
+    def _run(self, input_ids: Tensor | None, attention_mask: Tensor | None, position_ids: Tensor | None,
+             past_key_values: Cache | None, inputs_embeds: Tensor | None, use_cache: bool | None,
+             output_attentions: bool | None, output_hidden_states: bool | None, keep: int | None = None):
+        """Run the wrapped model (keep=None: the encoder only) -> (its output, the cache or None, and the
+        recorded hidden_states (embeddings, every block's output, the last after the final norm) and attentions)."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of input_ids and inputs_embeds")
+        B, t = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
+        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if past + t > self.config.block_size:
+            raise ValueError(f"sequence of {past + t} tokens exceeds block_size={self.config.block_size} "
+                             "(no sliding window); crop the input")
+        if attention_mask is not None:
+            if attention_mask.dim() != 2 or attention_mask.shape != (B, past + t):
+                raise ValueError(f"attention_mask must be 2D (batch, cached + new tokens) = ({B}, {past + t}), "
+                                 f"got {tuple(attention_mask.shape)}")
+            attention_mask = attention_mask.bool()
+            if position_ids is None:  # positions count real tokens: a left-padded row starts at 0
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -t:]
+        attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        hidden = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        explicit = attentions or self.config._attn_implementation == "eager"
+        trace = Trace(attentions=[] if explicit else None)
+        cache = None
+        if past_key_values is not None:
+            cache = [_CacheLayer(past_key_values, i) for i in range(self.config.n_layer)]
+        args = dict(positions=position_ids, key_padding_mask=attention_mask, embeds=inputs_embeds, trace=trace)
+        out = self.model.encoder(input_ids, cache, **args) if keep is None else self.model(input_ids, cache, keep, **args)
+        last = out if keep is None else out.hidden  # (B, t, d)
+        recorded = {"hidden_states": (*trace.hidden, last) if hidden else None,
+                    "attentions": tuple(trace.attentions) if attentions else None}
+        return out, (past_key_values if use_cache else None), recorded
 
 
 class _FTModel(_FTPreTrainedModel):
     """Encoder states h_t (after the final LayerNorm) as last_hidden_state."""
 
+    @can_return_tuple
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                position_ids: Tensor | None = None, past_key_values: Cache | None = None,
+                inputs_embeds: Tensor | None = None, use_cache: bool | None = None,
+                output_attentions: bool | None = None, output_hidden_states: bool | None = None,
                 **kwargs: Any) -> BaseModelOutputWithPast:
-        h = self.model.encoder(self._check_inputs(input_ids, attention_mask, kwargs))  # (B, T, d)
-        hidden_states = (h,) if kwargs.get("output_hidden_states") else None
-        return BaseModelOutputWithPast(last_hidden_state=h, hidden_states=hidden_states)
+        h, cache, recorded = self._run(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds,
+                                       use_cache, output_attentions, output_hidden_states)  # (B, T, d)
+        return BaseModelOutputWithPast(last_hidden_state=h, past_key_values=cache, **recorded)
 
 
 class _FTForCausalLM(_FTPreTrainedModel, GenerationMixin):
-    """Next-token logits (B, T, V); `labels` gives the mean shifted cross-entropy (ignore index -100)."""
+    """Next-token logits (B, T, V); `labels` give transformers' causal-LM loss."""
 
-    def __init__(self, config: _FTConfig) -> None:
-        super().__init__(config)
-        self.generation_config.use_cache = False  # no KV cache: every step re-encodes the sequence
-
+    @can_return_tuple
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
-                labels: Tensor | None = None, past_key_values: Any = None, use_cache: bool | None = None,
-                **kwargs: Any) -> CausalLMOutputWithPast:
-        out = self.model(self._check_inputs(input_ids, attention_mask, kwargs))
+                position_ids: Tensor | None = None, past_key_values: Cache | None = None,
+                inputs_embeds: Tensor | None = None, labels: Tensor | None = None, use_cache: bool | None = None,
+                output_attentions: bool | None = None, output_hidden_states: bool | None = None,
+                logits_to_keep: int = 0, **kwargs: Any) -> CausalLMOutputWithPast:
+        """kwargs: loss options of transformers' ForCausalLMLoss (num_items_in_batch, shift_labels, ignore_index)."""
+        out, cache, recorded = self._run(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds,
+                                         use_cache, output_attentions, output_hidden_states, keep=logits_to_keep)
         loss = None
-        if labels is not None:
-            loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
-        return CausalLMOutputWithPast(loss=loss, logits=out.logits, past_key_values=None,
-                                      hidden_states=(out.hidden,) if kwargs.get("output_hidden_states") else None)
-
-    def prepare_inputs_for_generation(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                                      **kwargs: Any) -> dict[str, Any]:
-        # Always the whole sequence: there is no cache to continue from.
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+        if labels is not None or kwargs.get("shift_labels") is not None:
+            options = {k: kwargs[k] for k in LOSS_OPTIONS if k in kwargs}
+            loss = self.loss_function(out.logits, labels, vocab_size=self.config.vocab_size, **options)
+        return CausalLMOutputWithPast(loss=loss, logits=out.logits, past_key_values=cache, **recorded)
 
 
 class GPTModel(_FTModel):
@@ -166,4 +218,4 @@ CAUSAL_LM: dict[str, type[_FTForCausalLM]] = {"gpt": GPTForCausalLM, "ftp": FTPF
 BASE_MODELS: dict[str, type[_FTModel]] = {"gpt": GPTModel, "ftp": FTPModel}
 
 __all__ = ["BASE_MODELS", "CAUSAL_LM", "CONFIGS", "FTPConfig", "FTPForCausalLM", "FTPModel", "GPTConfig",
-           "GPTForCausalLM", "GPTModel", "check_attention_mask"]
+           "GPTForCausalLM", "GPTModel"]

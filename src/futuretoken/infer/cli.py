@@ -11,7 +11,7 @@ import torch
 from ..checkpoint import load_model
 from ..files import writable_dir
 from .embed import embed
-from .generate import batches_by_length, generate
+from .generate import batches_by_similar_length, generate
 from .sampling import SamplingConfig
 from .text import tokenizer_of
 
@@ -46,18 +46,17 @@ def generate_command(args, prompts: list[str]) -> None:
             raise ValueError(f"prompt {i} is empty after tokenisation; give some text")
     outputs: dict[int, str] = {}
     single = len(prompts) == 1
-    for group in batches_by_length([len(ids) for ids in encoded], args.batch_size):
+    for group in batches_by_similar_length([len(ids) for ids in encoded], args.batch_size):
         if single:
             sys.stdout.write(prompts[0])
-        result = generate(model, torch.tensor([encoded[i] for i in group], device=model.head_weight.device),
-                          args.max_new_tokens,
+        result = generate(model, [encoded[i] for i in group], args.max_new_tokens,
                           strategy=args.strategy, sampling=sampling, draft_len=args.draft_len,
                           generator=generator, stream=_Streamer(tokenizer) if single else None)
         s = result.stats
         print(f"\n[{args.strategy}] {s.new_tokens} tokens x {len(group)} prompts, {s.tokens_per_s:.1f} tokens/s, "
               f"{s.tokens_per_encoder_pass:.2f} tokens per encoder pass", file=sys.stderr)
-        for row, i in enumerate(group):
-            outputs[i] = tokenizer.decode(result.tokens[row].tolist())
+        for i, row in zip(group, result.rows()):
+            outputs[i] = tokenizer.decode(row)
     if len(prompts) > 1:
         for i in range(len(prompts)):
             print(f"=== prompt {i}\n{outputs[i]}")

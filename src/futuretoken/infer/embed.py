@@ -4,6 +4,9 @@
   cannot change any of its positions; mean pooling averages only the real tokens. A text's
   vector therefore does not depend on what else is in its batch (up to float rounding of
   differently shaped kernels, ~1e-6).
+- Pooling: "mean" averages a text's vectors, "last" takes its last token's (the only one that
+  has seen the whole text in a causal model), "weighted_mean" weights token i (1-based) by i,
+  as SGPT does for causal models: later tokens have seen more of the text.
 - A text longer than the window (default block_size) is encoded in overlapping windows of
   `window` tokens with stride window // 2, each window encoded from position 0. Every token
   takes its vector from the first window that contains it, i.e. the one where it has the
@@ -21,7 +24,7 @@ from torch import Tensor
 
 from .text import tokenizer_of
 
-POOLS = ("mean", "last", "tokens")
+POOLS = ("mean", "last", "weighted_mean", "tokens")
 
 
 def embed(
@@ -33,8 +36,9 @@ def embed(
 ) -> np.ndarray | list[np.ndarray]:
     """Embed texts with the model's encoder: token-id lists, or strings (tokenised with `model.tokenizer`).
 
-    pool: "mean" (average over the text's tokens) or "last" (the last token's vector) ->
-        float32 array (n, d); "tokens" -> a list of float32 arrays (len_i, d).
+    pool: "mean" (average over the text's tokens), "last" (the last token's vector) or
+        "weighted_mean" (token i weighted by i) -> float32 array (n, d); "tokens" -> a list of
+        float32 arrays (len_i, d).
     batch_size: windows encoded per forward pass.
     window: tokens per encoder window for long texts, 2..block_size (default block_size).
     """
@@ -99,6 +103,39 @@ def embed(
 
     if pool == "tokens":
         return out
+    if not out:
+        return np.zeros((0, d), np.float32)
     if pool == "last":
-        return np.stack([o[0] for o in out]) if out else np.zeros((0, d), np.float32)
-    return np.stack([o.mean(0) for o in out]) if out else np.zeros((0, d), np.float32)  # (n, d)
+        return np.stack([o[0] for o in out])
+    if pool == "weighted_mean":
+        return np.stack([_position_weighted_mean(o) for o in out])
+    return np.stack([o.mean(0) for o in out])  # (n, d)
+
+
+def _position_weighted_mean(vectors: np.ndarray) -> np.ndarray:
+    """(len, d) -> (d,): token i (1-based) weighted by i."""
+    weights = np.arange(1, len(vectors) + 1, dtype=np.float32)
+    return (weights @ vectors / weights.sum()).astype(np.float32)
+
+
+def encode(
+    model,
+    texts: Sequence[str] | Sequence[Sequence[int]],
+    normalize: bool = False,
+    batch_size: int = 32,
+    pool: str = "mean",
+    window: int | None = None,
+) -> np.ndarray:
+    """One float32 vector per text (n, d), as embedding libraries return them.
+
+    texts: strings (tokenised with `model.tokenizer`) or token-id lists.
+    pool: "mean", "last" or "weighted_mean" (see the module docstring).
+    normalize: scale every vector to unit L2 norm (cosine similarity becomes a dot product).
+    """
+    if pool == "tokens":
+        raise ValueError("encode returns one vector per text: pool must be mean, last or weighted_mean "
+                         "(embed(..., pool='tokens') gives every token's vector)")
+    vectors = embed(model, texts, pool=pool, batch_size=batch_size, window=window)
+    if normalize:
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return vectors

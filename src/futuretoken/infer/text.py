@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
-from .generate import batches_by_length, generate
+from .generate import batches_by_similar_length, generate
 
 
 def tokenizer_of(model):
@@ -21,16 +19,15 @@ def generate_text(model, prompt: str | Sequence[str], max_new_tokens: int = 100,
                   **kwargs) -> str | list[str]:
     """Continue text prompts: prompt + continuation, decoded. A str gives a str, a list a list.
 
-    Prompts of equal token length run as one batch. kwargs: strategy, sampling, draft_len,
+    Prompts are batched by similar length (left-padded). kwargs: strategy, sampling, draft_len,
     generator (see futuretoken.generate).
     """
     tokenizer = tokenizer_of(model)
     texts = [prompt] if isinstance(prompt, str) else list(prompt)
     ids = tokenizer.encode_batch(texts)
-    device = model.head_weight.device
     outputs = [""] * len(texts)
-    for group in batches_by_length([len(t) for t in ids], batch_size):
-        result = generate(model, torch.tensor([ids[i] for i in group], device=device), max_new_tokens, **kwargs)
-        for i, row in zip(group, result.tokens.tolist()):
+    for group in batches_by_similar_length([len(t) for t in ids], batch_size):
+        result = generate(model, [ids[i] for i in group], max_new_tokens, **kwargs)
+        for i, row in zip(group, result.rows()):
             outputs[i] = tokenizer.decode(row)
     return outputs[0] if isinstance(prompt, str) else outputs

@@ -14,7 +14,7 @@ from .encoder import Encoder
 @dataclass
 class ModelOutput:
     hidden: Tensor  # (B, T, d) per-token state vectors h_t, after the encoder's final norm
-    logits: Tensor  # (B, T, V) next-token logits
+    logits: Tensor  # (B, T, V) next-token logits (of the last `keep` positions when asked)
 
 
 class LanguageModel(nn.Module):

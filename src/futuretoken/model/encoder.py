@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig
 from .blocks import Block, KVCache
+
+
+@dataclass
+class Trace:
+    """What an encoder pass records when asked (for transformers' output_hidden_states / output_attentions)."""
+
+    hidden: list[Tensor] = field(default_factory=list)  # (B, t, d): every block's input (embeddings first)
+    attentions: list[Tensor] | None = None  # (B, H, t, S) per layer; a list turns on explicit attention
 
 
 class Encoder(nn.Module):
@@ -26,23 +36,64 @@ class Encoder(nn.Module):
         c = self.config
         device = device or self.wte.weight.device
         dtype = dtype or self.wte.weight.dtype
-        length = min(max_len or c.block_size, c.block_size)
+        length = max_len or c.block_size
         return [KVCache(batch, c.n_head, length, c.head_dim, device=device, dtype=dtype) for _ in self.blocks]
 
-    def forward(self, idx: Tensor, cache: list[KVCache] | None = None) -> Tensor:
-        """idx: (B, t) -> h: (B, t, d) after the final LayerNorm.
+    def forward(
+        self,
+        idx: Tensor | None,  # (B, t) token ids, or None with `embeds`
+        cache: list[KVCache] | None = None,
+        *,
+        positions: Tensor | None = None,  # (B, t) or (t,) position ids, each < block_size
+        key_padding_mask: Tensor | None = None,  # (B, S) True for real tokens, over cached + new slots
+        embeds: Tensor | None = None,  # (B, t, d) token embeddings instead of idx
+        trace: Trace | None = None,
+    ) -> Tensor:
+        """-> h: (B, t, d) after the final LayerNorm.
 
-        With `cache`, idx continues the cached prefix (positions offset by its length).
+        With `cache`, the tokens continue the cached ones: they take the next slots (per row
+        when the cache rows have different lengths) and, by default, the positions that follow.
+        Left-padded rows pass `positions` (a row's first real token at 0) and `key_padding_mask`,
+        which has one column per key slot, S = cached slots + t; queries never attend to keys
+        it marks False (nor to later slots).
         """
-        B, t = idx.shape
-        start = cache[0].length if cache else 0
-        if start + t > self.config.block_size:
-            raise ValueError(
-                f"sequence of {start + t} tokens exceeds block_size={self.config.block_size}; "
-                "crop the input or use a model with a longer context"
-            )
-        pos = torch.arange(start, start + t, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, t, d)
+        x = self.wte(idx) if embeds is None else embeds  # (B, t, d)
+        B, t, _ = x.shape
+        past = cache[0].length if cache else 0
+        ends = cache[0].ends if cache else None  # (B,) when cache rows differ in length
+        if positions is None:
+            if past + t > self.config.block_size:
+                raise ValueError(
+                    f"sequence of {past + t} tokens exceeds block_size={self.config.block_size}; "
+                    "crop the input or use a model with a longer context"
+                )
+            positions = torch.arange(past, past + t, device=x.device)
+            if ends is not None:
+                positions = ends[:, None] + torch.arange(t, device=x.device)  # (B, t)
+        mask = None
+        if key_padding_mask is not None or ends is not None:
+            mask = self._mask(B, t, past, ends, key_padding_mask, x.device)
+        x = self.drop(x + self.wpe(positions))  # (B, t, d)
         for i, block in enumerate(self.blocks):
-            x = block(x, cache=cache[i] if cache else None)
+            if trace is not None:
+                trace.hidden.append(x)
+            x = block(x, cache=cache[i] if cache else None, mask=mask,
+                      weights=trace.attentions if trace is not None else None)
         return self.ln_f(x)
+
+    @staticmethod
+    def _mask(B: int, t: int, past: int, ends: Tensor | None, key_padding_mask: Tensor | None, device) -> Tensor:
+        """(B, 1, t, S) bool: query i of row b sits in slot q = (ends[b] or past) + i and may attend
+        to the real slots up to q. It always sees itself, so a pad query never has every key
+        masked (which would make NaNs that then reach real tokens through zero attention weights)."""
+        S = past + t
+        q_slot = (past if ends is None else ends[:, None]) + torch.arange(t, device=device)  # (B or 1, t)
+        q_slot = q_slot.expand(B, t)[:, :, None]  # (B, t, 1)
+        slots = torch.arange(S, device=device)  # (S,)
+        allowed = slots <= q_slot  # (B, t, S)
+        if key_padding_mask is not None:
+            if key_padding_mask.shape != (B, S):
+                raise ValueError(f"key_padding_mask has shape {tuple(key_padding_mask.shape)}; it needs one column "
+                                 f"per cached and new slot: ({B}, {S})")
+            allowed = allowed & key_padding_mask.bool()[:, None, :]
+        return (allowed | (slots == q_slot))[:, None]  # (B, 1, t, S)

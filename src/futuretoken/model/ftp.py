@@ -3,6 +3,9 @@
 The decoder's only view of the past is h_t: it self-attends to its own
 teacher-forced inputs x_t .. x_{t+N-1} and cross-attends to the P vectors that
 h_t is linearly expanded into. Output k predicts x_{t+k}.
+
+`decoder_start = "learned"` replaces the first input x_t by a learned vector: the decoder
+then cannot read the current token from its own input, so h_t has to carry it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class FTP(LanguageModel):
         d, P = config.n_embd, config.pseudo_len
         self.expand = nn.Linear(d, P * d, bias=config.bias)
         self.dec_wpe = nn.Embedding(config.horizon, d)
+        self.dec_start = nn.Parameter(torch.zeros(d)) if config.decoder_start == "learned" else None
         self.dec_drop = nn.Dropout(config.dropout)
         self.dec_blocks = nn.ModuleList(
             Block(d, config.dec_head, config.bias, config.dropout, cross=True) for _ in range(config.dec_layer)
@@ -56,7 +60,8 @@ class FTP(LanguageModel):
 
     def decode(self, inputs: Tensor, memory: Memory, h: Tensor | None = None,
                cache: list[KVCache] | None = None) -> Tensor:
-        """inputs: (M, n) decoder tokens (x_t, x_{t+1}, ...) -> features (M, n, d) after the final norm.
+        """inputs: (M, n) decoder tokens (x_t, x_{t+1}, ...), or their embeddings (M, n, d)
+        -> features (M, n, d) after the final norm.
 
         With `cache`, inputs continue the cached decoder steps. `h` (M, d) is only used
         when the model has no decoder layers (then the prediction is read from h_t, as GPT does).
@@ -68,19 +73,32 @@ class FTP(LanguageModel):
         if start + n > self.config.horizon:
             raise ValueError(f"decoder asked for steps {start}..{start + n - 1}; it has horizon {self.config.horizon}")
         pos = torch.arange(start, start + n, device=inputs.device)
-        x = self.dec_drop(self.encoder.wte(inputs) + self.dec_wpe(pos))  # (M, n, d)
+        tok = inputs if inputs.is_floating_point() else self.encoder.wte(inputs)  # (M, n, d)
+        if self.dec_start is not None and start == 0:  # step 1 reads the start vector, not x_t
+            tok = torch.cat([self.dec_start.expand(tok.shape[0], 1, -1), tok[:, 1:]], dim=1)
+        x = self.dec_drop(tok + self.dec_wpe(pos))  # (M, n, d)
         for i, block in enumerate(self.dec_blocks):
             x = block(x, cache=cache[i] if cache else None, memory_kv=memory[i])
         return self.dec_ln(x)
 
     # --- model API -----------------------------------------------------------------------
-    def forward(self, idx: Tensor, cache: list[KVCache] | None = None) -> ModelOutput:
-        """idx: (B, T) -> h (B, T, d) and next-token logits (B, T, V) from decoder output k = 1."""
-        B, T = idx.shape
-        h = self.encoder(idx, cache)  # (B, T, d)
+    def forward(self, idx: Tensor | None, cache: list[KVCache] | None = None, keep: int = 0,
+                **encoder_args) -> ModelOutput:
+        """idx: (B, T) -> h (B, T, d) and next-token logits from decoder output k = 1 at the last
+        `keep` positions (B, keep or T, V); keep = 0: every position.
+
+        encoder_args: positions, key_padding_mask, embeds, trace (Encoder.forward). With `embeds`,
+        decoder step 1 takes them as its input embeddings (the decoder shares the token embedding).
+        """
+        hidden = self.encoder(idx, cache, **encoder_args)  # (B, T, d)
+        h = hidden[:, -keep:]  # (B, T', d)
+        embeds = encoder_args.get("embeds")
+        inputs = idx[:, -keep:] if embeds is None else embeds[:, -keep:]  # (B, T') or (B, T', d)
+        B, T = h.shape[:2]
         flat_h = h.reshape(B * T, -1)
-        features = self.decode(idx.reshape(B * T, 1), self.memory(flat_h), flat_h)  # (B*T, 1, d)
-        return ModelOutput(hidden=h, logits=self.head(features[:, 0]).view(B, T, -1))
+        step1 = inputs.reshape(B * T, 1, *inputs.shape[2:])  # (B*T, 1) or (B*T, 1, d)
+        features = self.decode(step1, self.memory(flat_h), flat_h)  # (B*T, 1, d)
+        return ModelOutput(hidden=hidden, logits=self.head(features[:, 0]).view(B, T, -1))
 
     def loss(self, tokens: Tensor) -> LossOutput:
         """tokens: (B, T + N) -> gamma-weighted loss over the N future tokens of every position."""

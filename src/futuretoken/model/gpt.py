@@ -21,9 +21,14 @@ class GPT(LanguageModel):
     def horizon(self) -> int:
         return 1
 
-    def forward(self, idx: Tensor, cache: list[KVCache] | None = None) -> ModelOutput:
-        h = self.encoder(idx, cache)  # (B, T, d)
-        return ModelOutput(hidden=h, logits=self.head(h))  # (B, T, V)
+    def forward(self, idx: Tensor | None, cache: list[KVCache] | None = None, keep: int = 0,
+                **encoder_args) -> ModelOutput:
+        """idx: (B, T) -> h (B, T, d) and next-token logits of the last `keep` positions (B, keep or T, V).
+
+        keep: 0 for every position. encoder_args: positions, key_padding_mask, embeds, trace (Encoder.forward).
+        """
+        h = self.encoder(idx, cache, **encoder_args)  # (B, T, d)
+        return ModelOutput(hidden=h, logits=self.head(h[:, -keep:]))  # (B, T or keep, V)
 
     def loss(self, tokens: Tensor) -> LossOutput:
         """tokens: (B, T + 1). Next-token cross-entropy; per_distance has one entry."""

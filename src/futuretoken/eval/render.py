@@ -1,0 +1,228 @@
+"""Reports: reading metrics, markdown tables, plots, and the comparison report of eval/compare.py."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..checkpoint import read_metrics
+
+
+def mean_train_tokens_per_s(run_dir: str | Path) -> float:
+    """Average of the training throughput the trainer logged (0 when nothing was logged)."""
+    logs = [r for r in read_metrics(run_dir) if r["split"] == "train"]
+    return sum(r["tokens_per_s"] for r in logs) / max(1, len(logs))
+
+
+def subplots(ncols: int, width: float, nrows: int = 1, height: float = 4):
+    """A grid of axes on a headless backend (reports are written on servers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(nrows, ncols, figsize=(width, height * nrows))
+
+
+def save_figure(fig, axes, path: str | Path, dpi: int = 110) -> Path:
+    """Grid and legend on every axis, then write the PNG and free the figure."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_loss_curves(runs: dict[str, str | Path], out_path: str | Path) -> Path:
+    """Training and validation next-token loss of several runs against tokens seen."""
+    fig, axes = subplots(2, 11)
+    for name, run_dir in runs.items():
+        records = read_metrics(run_dir)
+        train = [r for r in records if r["split"] == "train"]
+        val = [r for r in records if r["split"] == "val"]
+        axes[0].plot([r["tokens"] for r in train], [r["per_distance"][0] for r in train], label=f"{name} next-token")
+        if len(train) and len(train[0]["per_distance"]) > 1:
+            axes[0].plot([r["tokens"] for r in train], [r["loss"] for r in train], "--", label=f"{name} FTP objective")
+        axes[1].plot([r["tokens"] for r in val], [r["next_token_loss"] for r in val], "o-", label=name)
+    axes[0].set(title="training loss", xlabel="tokens", ylabel="cross-entropy (nats)")
+    axes[1].set(title="validation next-token loss", xlabel="tokens", ylabel="cross-entropy (nats)")
+    return save_figure(fig, axes, out_path)
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --- the comparison report (eval/compare.py) -----------------------------------------------------
+def _fmt(x: float, digits: int = 3) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _p(x: float) -> str:
+    if x is None or math.isnan(x):
+        return "-"
+    return f"{x:.3f}" if x >= 0.001 else f"{x:.1e}"
+
+
+def _mean_se(values) -> str:
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return _fmt(float(v.mean())) if len(v) else "-"
+    return f"{v.mean():.3f} ± {v.std(ddof=1) / math.sqrt(len(v)):.3f}"
+
+
+def gate_table(results: dict) -> str:
+    rows = []
+    for arm, pairs in results["pairs"].items():
+        for seed, pair in zip(results["seeds"], pairs):
+            g = pair["gates"]
+            su = g.get("state_use")
+            rows.append([
+                arm, seed,
+                f"{_fmt(g['ngram']['loss'][0])} / {_fmt(g['ngram']['loss'][1])} (< {_fmt(g['ngram']['needed_below'])})",
+                "pass" if g["ngram"]["passed"] else "FAIL",
+                (f"{_fmt(su['increase']['mean_state'])} / {_fmt(su['increase']['shuffled_state'])} "
+                 f"(low {_fmt(min(su['lower_95'].values()))} ≥ {_fmt(su['needed'])})") if su else "n/a",
+                ("pass" if su["passed"] else "FAIL") if su else "-",
+                f"{_fmt(g['matched']['gap'])} (|gap| ≤ {_fmt(g['matched']['tolerance'])})",
+                "pass" if g["matched"]["passed"] else "FAIL",
+            ])
+    return markdown_table(["arm", "seed", "gate 1: next-token loss arm / baseline", "", "gate 2: loss rise, mean h / "
+                           "shuffled h", "", "gate 3: matched gap on report half", ""], rows)
+
+
+def claims_table(rows: list[dict], baseline: str) -> str:
+    body = []
+    for r in rows:
+        t = r["test"]
+        body.append([r["label"] + ("" if r["primary"] else " (secondary)"), r["arm"], t["n"], _mean_se(r["ftp"]),
+                     _mean_se(r["gpt"]), f"{_fmt(t['diff'])} [{_fmt(t['ci95'][0])}, {_fmt(t['ci95'][1])}]",
+                     _p(t["p"]), _p(r["p_holm"]), f"{_p(r['p_tost'])} (±{r['margin']:g})",
+                     r["verdict"] + (f": {'; '.join(r['why_invalid'])}" if r["why_invalid"] else "")])
+    return markdown_table(["claim", "arm", "seeds", "arm (mean ± SE)", f"{baseline} (mean ± SE)",
+                           "difference [95% CI]", "p (paired t)", "p (Holm)", "p (TOST, margin)", "verdict"], body)
+
+
+def item_table(rows: list[dict]) -> str:
+    body = []
+    for r in rows:
+        if not r.get("items"):
+            continue
+        tests = r["items"]
+        wins = [t.get("a_only", t.get("a_higher")) for t in tests]
+        losses = [t.get("b_only", t.get("b_higher")) for t in tests]
+        body.append([r["label"], r["arm"], ", ".join(f"{w}/{lose}" for w, lose in zip(wins, losses)),
+                     ", ".join(_p(t["p"]) for t in tests)])
+    if not body:
+        return "(no item-level outcomes)"
+    return markdown_table(["claim", "arm", "items better for arm / baseline, per seed", "exact p, per seed"], body)
+
+
+def render_report(results: dict) -> str:
+    base, seeds = results["baseline"], results["seeds"]
+    arms = results["arms"]
+    arm_rows = [[name, a["model_type"], a["model"].get("decoder_start", "-") if a["model_type"] == "ftp" else "-",
+                 a["train"]["max_steps"], f"{a['train_flops_per_token']:.3g}"] for name, a in arms.items()]
+    matched = [[arm, seed, m["step"], m["baseline_step"], _fmt(m["selection_loss"], 4), _fmt(m["baseline_selection_loss"], 4)]
+               for arm, by_seed in results["matched"].items() for seed, m in by_seed.items()]
+    lines = [
+        "# Paper claims at matched next-token loss", "",
+        f"Arms compared with the baseline `{base}`, {len(seeds)} training seed(s) each ({', '.join(map(str, seeds))}); "
+        "seed i of every arm shares the init seed, the data order and every evaluation item. The unit of replication "
+        "is the training seed: each claim is a paired t-test over seeds, Holm-corrected over the primary claims, with "
+        "a TOST equivalence test against the stated margin. A claim whose gates fail is *invalid at this scale*.", "",
+        markdown_table(["arm", "model", "decoder start", "steps", "training FLOPs / token"], arm_rows), "",
+        "## Validity gates", "",
+        f"Count-based baselines on the report windows: unigram {_fmt(results['ngram']['unigram'])}, bigram "
+        f"(interpolated Kneser-Ney) {_fmt(results['ngram']['bigram'])} nats.", "",
+        gate_table(results), "",
+        "Matched pairs (chosen on the selection half of the validation documents, reported on the other half):", "",
+        markdown_table(["arm", "seed", "arm step", f"{base} step", "arm selection loss", f"{base} selection loss"],
+                       matched), "",
+        "## Claims", "",
+        claims_table(results["rows"], base), "",
+        "Secondary, item-level exact tests (McNemar for pass/fail items, sign test for scores):", "",
+        item_table(results["rows"]), "",
+        "## Controls", "",
+    ]
+    lines += controls(results)
+    lines += ["", "![claims](claims.png)", "", "![training](training.png)", ""]
+    return "\n".join(lines)
+
+
+def controls(results: dict) -> list[str]:
+    out = [f"- E2 control: the current token alone explains {_fmt(results['token_r2'])}% of the future bag's variance "
+           "(held out); a state that holds more than its own token must beat it."]
+    for arm, pairs in results["pairs"].items():
+        for label, side in ((arm, "ftp"), (f"{results['baseline']} (matched to {arm})", "gpt")):
+            e3 = [p[side]["E3"] for p in pairs]
+            out.append(f"- E3 {label}: adjacent {_mean_se([e['summary']['adjacent']['mean'] for e in e3])}, "
+                       f"cross-document {_mean_se([e['summary']['cross_document']['mean'] for e in e3])}, "
+                       f"raw (uncentred) {_mean_se([e['raw_adjacent'] for e in e3])}; "
+                       f"E2 R² {_mean_se([p[side]['E2']['r2'] for p in pairs])}%")
+    for arm, floors in results.get("floors", {}).items():
+        if floors:
+            out.append(f"- random-init floor ({arm}'s shape, {len(floors)} init seeds): E3 excess "
+                       f"{_mean_se([f['E3']['summary']['excess']['mean'] for f in floors])}, E2 R² "
+                       f"{_mean_se([f['E2']['r2'] for f in floors])}%")
+    return out
+
+
+def plot_comparison(results: dict, out_dir: Path) -> None:
+    """claims.png: each claim's per-seed paired differences with the 95% CI; training.png: loss curves
+    with the matched checkpoints, and gate 2 (loss rise when h_t is replaced) along training."""
+    rows = results["rows"]
+    if rows:
+        ncols = min(4, len(rows))
+        fig, axes = subplots(ncols, 3.6 * ncols, nrows=math.ceil(len(rows) / ncols), height=3.4)
+        axes = np.atleast_1d(axes).ravel()
+        for ax in axes[len(rows):]:
+            ax.set_visible(False)
+        axes = axes[: len(rows)]
+        for ax, r in zip(axes, rows):
+            d = r["test"]["diffs"]
+            ax.axhline(0, color="grey", lw=0.8)
+            ax.axhspan(-r["margin"], r["margin"], color="grey", alpha=0.15, label="equivalence margin")
+            ax.plot(np.zeros(len(d)), d, "o", label="seeds")
+            lo, hi = r["test"]["ci95"]
+            if not math.isnan(lo):
+                ax.errorbar([0.3], [r["test"]["diff"]], yerr=[[r["test"]["diff"] - lo], [hi - r["test"]["diff"]]],
+                            fmt="s", capsize=4, label="mean, 95% CI")
+            ax.set(title=f"{r['claim']} ({r['arm']})\n{r['verdict']}", xticks=[], ylabel="arm − baseline")
+            ax.title.set_fontsize(8)
+        save_figure(fig, axes, out_dir / "claims.png", dpi=90)
+    fig, axes = subplots(2, 12)
+    for i, (arm, by_seed) in enumerate(results["curves"].items()):
+        color = f"C{i}"
+        for j, (seed, c) in enumerate(by_seed.items()):
+            axes[0].plot(c["checkpoints"], c["selection_loss"], "-", color=color, alpha=0.7,
+                         label=arm if j == 0 else None)
+    for arm, by_seed in results["matched"].items():
+        for seed, m in by_seed.items():
+            axes[0].plot([m["step"]], [m["selection_loss"]], "k^", ms=5)
+            axes[0].plot([m["baseline_step"]], [m["baseline_selection_loss"]], "kv", ms=5)
+    for k, v in results["ngram"].items():
+        axes[0].axhline(v, ls=":", color="grey")
+        axes[0].text(0, v, k, fontsize=7, va="bottom")
+    axes[0].set(title="next-token loss, selection half (▲▼ matched pair)", xlabel="step", ylabel="nats")
+    for i, (arm, by_seed) in enumerate(results["state_use_trajectory"].items()):
+        for j, (seed, tr) in enumerate(by_seed.items()):
+            axes[1].plot(tr["steps"], [v["mean"] for v in tr["shuffled_state"]], "-", color=f"C{i}",
+                         label=f"{arm}, shuffled h" if j == 0 else None)
+            axes[1].plot(tr["steps"], [v["mean"] for v in tr["mean_state"]], "--", color=f"C{i}",
+                         label=f"{arm}, mean h" if j == 0 else None)
+    axes[1].axhline(results["gates"]["state_use_margin"], ls=":", color="grey")
+    axes[1].set(title="gate 2: loss rise when h_t is replaced", xlabel="step", ylabel="nats")
+    save_figure(fig, axes, out_dir / "training.png", dpi=90)

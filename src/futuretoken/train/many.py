@@ -1,0 +1,44 @@
+"""Train several runs, one after another or several at once in worker processes."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+
+from ..config import RunConfig
+from ..model import training_flops_per_token
+from .trainer import train
+
+
+def _train_one(values: dict, threads: int) -> str:
+    """One training run in a worker process (a picklable entry point)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    cfg = RunConfig.from_dict(values)
+    train(cfg, resume=True)
+    return cfg.train.out_dir
+
+
+def train_all(configs: list[RunConfig], workers: int = 1) -> None:
+    """Train (or resume) every config. `workers` > 1 runs that many at once in separate processes
+    (on CPU each gets cpu_count // workers threads: small models use threads poorly, so parallel
+    runs finish sooner), the most expensive first so the last to finish are short ones."""
+    if workers <= 1 or len(configs) <= 1:
+        for cfg in configs:
+            train(cfg, resume=True)
+        return
+    from tqdm.auto import tqdm
+
+    cost = lambda c: training_flops_per_token(c.model, c.train.model) * c.train.max_steps  # noqa: E731
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    jobs = []
+    for cfg in sorted(configs, key=cost, reverse=True):
+        values = cfg.to_dict()
+        values["train"]["progress"] = False  # several bars at once would garble the terminal
+        jobs.append(values)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_train_one, values, threads) for values in jobs]
+        for future in tqdm(as_completed(futures), total=len(futures), desc="training runs", unit="run"):
+            future.result()  # a failed run stops the whole experiment with its own error
