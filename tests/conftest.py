@@ -1,6 +1,10 @@
+import contextlib
 import os
+import resource
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -101,3 +105,33 @@ def run_cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedPr
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "futuretoken.cli", *args], capture_output=True, text=True,
                           env=env, timeout=300)
+
+
+@contextlib.contextmanager
+def disk_full_after(limit: int):
+    """Writes that would grow any file past `limit` bytes fail as on a full disk (RLIMIT_FSIZE, with
+    SIGXFSZ ignored so that the write returns EFBIG): the real errors of torch, safetensors, numpy."""
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path) -> Path:
+    """A folder this process cannot write into: permission bits do not stop root, sysfs does."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        return folder
+    try:
+        tempfile.TemporaryFile(dir="/sys/kernel").close()
+    except OSError:
+        if os.path.isdir("/sys/kernel"):
+            return Path("/sys/kernel")
+    pytest.skip("no folder here refuses root's writes")

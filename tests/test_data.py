@@ -5,6 +5,7 @@ import json
 import random
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import disk_full_after
 from futuretoken.data import DataError, Tokenizer, TokenShards, iter_documents, load_tokenizer, prepare
 from futuretoken.data.prepare import split_documents
 from futuretoken.data.shards import ShardWriter, token_dtype
 from futuretoken.data.tokenizer import EOT, build_tokenizer
+from futuretoken.files import PathError
 
 WORDS = ("the state of union shall be and war peace people congress nation thou art my lord king "
          "naïve café 日本語 Ünïcödé 🤖 tab\there {x: 1} def return 3.14 ").split(" ")
@@ -265,6 +268,84 @@ def test_builtin_prose_prepares(prose):
     head = np.asarray(val.tokens[:200_000])
     first = head[: np.flatnonzero(head == val.eot_token)[0]]
     assert len(tok.decode(first)) > 1000 and tok.encode(tok.decode(first)) == first.tolist()
+
+
+# --- reliability of preparation -----------------------------------------------------------------
+def test_preparations_of_one_folder_never_mix_tokenizers(corpus, tmp_path, monkeypatch):
+    """A second preparation of a folder waits for the first (its file lock), so the manifest always
+    names the tokenizer.json beside it, even when the first is slow or killed midway."""
+    out, paused, resume = tmp_path / "data", threading.Event(), threading.Event()
+    save = Tokenizer.save
+
+    def save_then_pause(self, directory):  # the first preparation stops between tokenizer and manifest
+        path = save(self, directory)
+        if threading.current_thread().name == "first":
+            paused.set()
+            resume.wait(60)
+        return path
+
+    monkeypatch.setattr(Tokenizer, "save", save_then_pause)
+    runs = [threading.Thread(target=prepare, name=name, kwargs=dict(corpus=corpus, tokenizer=tok, out_dir=out,
+                                                                    val_fraction=0.2))
+            for name, tok in (("first", "bpe:280"), ("second", "bpe:300"))]
+    runs[0].start()
+    assert paused.wait(60)
+    runs[1].start()
+    runs[1].join(2.0)  # the old code finished the second preparation here
+    resume.set()
+    for run in runs:
+        run.join(120)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["tokenizer_sha256"] == hashlib.sha256((out / "tokenizer.json").read_bytes()).hexdigest()
+    assert manifest["vocab_size"] == 300  # the second one ran last, whole
+    TokenShards(out, "train", verify=True)
+
+
+def test_a_tokenizer_that_differs_from_the_manifest_is_refused(prepared, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(prepared[0], out)
+    other = build_tokenizer("bpe:260", make_docs(10, seed=1))
+    other.save(out)  # e.g. a preparation killed after writing its tokenizer, with an old manifest left
+    with pytest.raises(DataError, match=r"tokenizer\.json is missing or is not the tokenizer manifest\.json names"):
+        TokenShards(out, "train")
+
+
+def test_a_full_disk_or_unusable_folder_during_prepare_is_a_clear_error(corpus, tmp_path, read_only_dir):
+    with disk_full_after(4096):
+        with pytest.raises(DataError, match=r"into .*data.* failed: .*File too large.*free disk space"):
+            prepare(corpus=corpus, tokenizer="bpe:300", out_dir=tmp_path / "data", val_fraction=0.2)
+    assert not (tmp_path / "data" / "manifest.json").exists()
+    assert not list((tmp_path / "data").glob(".*.tmp"))  # no temporary file left behind
+    (tmp_path / "file").write_text("x")
+    for out, problem in ((tmp_path / "file", "is not a folder"), (tmp_path / "file" / "sub", "is not a folder"),
+                         (read_only_dir / "data", "cannot be written")):
+        with pytest.raises(PathError, match=f"data folder {out} {problem}.*Fix"):
+            prepare(corpus=corpus, tokenizer="bpe:300", out_dir=out)
+
+
+def test_leftovers_of_a_killed_preparation_are_removed(prepared, corpus, tmp_path):
+    out = tmp_path / "data"
+    out.mkdir()
+    leftovers = [out / ".train.abc123.tmp", out / ".manifest.json.xyz.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"half a shard")
+    prepare(corpus=corpus, tokenizer="bpe:300", out_dir=out, val_fraction=0.2, shard_tokens=1000)
+    assert not any(path.exists() for path in leftovers)
+
+
+def test_malformed_tokenizer_and_manifest_files_name_the_file(prepared, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(prepared[0], out)
+    for text, problem in (("[1, 2]", "not a tokenizers JSON file"), ('{"type": "tiktoken", "name": 3}', "names"),
+                          ("{", "is not valid JSON"), (b"\xff\xfe", "is not UTF-8")):
+        (out / "tokenizer.json").write_bytes(text if isinstance(text, bytes) else text.encode())
+        with pytest.raises(DataError, match=f"tokenizer.json.*{problem}"):
+            load_tokenizer(out)
+    for text, problem in (("{", "manifest.json is not valid JSON"), ("[]", "manifest.json is not a futuretoken"),
+                          ('{"vocab_size": 3}', "lacks")):
+        (out / "manifest.json").write_text(text)
+        with pytest.raises(DataError, match=problem):
+            TokenShards(out, "train")
 
 
 def test_builtins_mix_in_the_order_named(monkeypatch):

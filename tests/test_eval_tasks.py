@@ -1,8 +1,9 @@
-"""E6 (countdown as code), E7 (path-star graphs) and the sandbox that runs model-written code."""
+"""E6 (countdown as code, scored without executing anything) and E7 (path-star graphs)."""
 
+import os
 import random
-import sys
-import uuid
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -10,101 +11,9 @@ import pytest
 import futuretoken as ft
 from futuretoken.config import RunConfig
 from futuretoken.data import load_tokenizer
-from futuretoken.eval import countdown, pathstar, sandbox
+from futuretoken.eval import countdown, pathstar
 from futuretoken.eval.countdown import Problem, countdown_experiment, make_problem, score, vet
 from futuretoken.eval.pathstar import make_graph, parse_prompt, pathstar_experiment
-from futuretoken.eval.sandbox import isolation, run_untrusted
-
-
-# --- sandbox: each containment must trigger and be reported as a failure ----------------------
-def test_sandbox_runs_a_correct_program():
-    r = run_untrusted("import math\nprint(sum(range(10)), math.factorial(4))\nopen('f.txt', 'w').write('ok')")
-    assert (r.ok, r.reason, r.stdout, r.error) == (True, "ok", "45 24\n", None)
-
-
-def test_sandbox_kills_an_infinite_loop():
-    r = run_untrusted("while True:\n    pass", timeout_s=1.0)
-    assert not r.ok and r.reason == "timeout" and r.seconds < 3
-
-
-def test_sandbox_kills_a_sleeping_loop_by_wall_clock():
-    r = run_untrusted("import time\nwhile True:\n    time.sleep(0.05)", timeout_s=0.5)
-    assert not r.ok and r.reason == "timeout" and r.seconds < 2
-
-
-# Bounded (at most 2**6 processes, killed with their group): safe even if containment failed.
-FORK_BOMB = "import os, time\nfor _ in range(6):\n    os.fork()\ntime.sleep(5)"
-
-
-def test_sandbox_contains_a_fork_bomb():
-    r = run_untrusted(FORK_BOMB, timeout_s=1.0)
-    assert not r.ok and r.reason == "blocked" and "os.fork" in r.error
-    for code in ("import subprocess\nsubprocess.run(['true'])", "import os\nos.system('true')",
-                 "import os\nos.posix_spawn('/bin/true', ['true'], {})"):
-        assert run_untrusted(code).reason == "blocked", code
-
-
-def test_sandbox_fork_fails_at_os_level_without_the_audit_hook():
-    """RLIMIT_NPROC alone (not root, or root dropped to `nobody`); bounded, in case it did not hold."""
-    if not isolation().nproc_enforced:
-        pytest.skip("root without an interpreter `nobody` can run: only the audit hook stops fork here")
-    code = ("import os, time\nfor _ in range(20):\n    if os.fork() == 0:\n        time.sleep(2)\n        os._exit(0)\n"
-            "print('forked')")
-    r = run_untrusted(code, timeout_s=2.0, audit=False)
-    assert not r.ok and "Resource temporarily unavailable" in r.error
-
-
-def test_sandbox_contains_as_the_parents_own_user(monkeypatch, tmp_path):
-    """No privilege drop (e.g. root where `nobody` cannot run Python): the audit hook still contains."""
-    monkeypatch.setattr(sandbox, "isolation", lambda: sandbox.Isolation(sys.executable, None, None))
-    for code in (FORK_BOMB, f"open({str(tmp_path / 'x')!r}, 'w')", "import os\nos.kill(os.getpid(), 0)",
-                 "import socket"):
-        r = run_untrusted(code, timeout_s=1.0)
-        assert not r.ok and r.reason == "blocked", code
-    assert not (tmp_path / "x").exists()
-    assert run_untrusted("x = bytearray(1 << 33)").reason == "memory"
-    assert run_untrusted("print(6 * 7)").stdout == "42\n"
-
-
-def test_sandbox_contains_a_huge_allocation():
-    for code in ("x = bytearray(1 << 33)", "x = []\nwhile True:\n    x.append(' ' * 10**6)"):
-        r = run_untrusted(code, memory_mb=128)
-        assert not r.ok and r.reason == "memory", (code, r)
-
-
-def test_sandbox_blocks_writes_outside_its_folder(tmp_path):
-    targets = [tmp_path / "escape.txt", Path("/tmp") / f"ft-escape-{uuid.uuid4().hex}"]
-    try:
-        for target in targets:
-            for code in (f"open({str(target)!r}, 'w').write('x')",
-                         f"import os\nos.open({str(target)!r}, os.O_WRONLY | os.O_CREAT)",
-                         f"import os\nd = os.open({str(target.parent)!r}, os.O_RDONLY)\n"
-                         f"os.open('{target.name}', os.O_WRONLY | os.O_CREAT, dir_fd=d)",
-                         "open('../escape.txt', 'w')"):
-                r = run_untrusted(code)
-                # "error": the OS refused first (the child runs as `nobody`, tmp_path is root's)
-                assert not r.ok and r.reason in ("blocked", "error"), code
-                assert "blocked" in r.reason or "Permission denied" in r.error, r
-            assert not target.exists()
-    finally:
-        for target in targets:
-            target.unlink(missing_ok=True)
-
-
-def test_sandbox_blocks_sockets_signals_and_raising_limits():
-    for code in ("import socket\nsocket.socket().connect(('127.0.0.1', 9))", "import _socket\n_socket.socket()",
-                 "import os\nos.kill(os.getpid(), 0)",
-                 "import resource\nresource.setrlimit(resource.RLIMIT_AS, (-1, -1))"):
-        r = run_untrusted(code)
-        assert not r.ok and r.reason == "blocked", code
-    caught = run_untrusted("try:\n    import socket\nexcept PermissionError:\n    pass\nprint('hidden')")
-    assert not caught.ok and caught.reason == "blocked"  # a caught denial still fails the run
-
-
-def test_sandbox_limits_output_and_reports_errors():
-    assert run_untrusted("while True:\n    print('x' * 1000)", max_output_bytes=1 << 16).reason == "error"
-    r = run_untrusted("1 / 0")
-    assert r.reason == "error" and "ZeroDivisionError" in r.error
 
 
 # --- countdown --------------------------------------------------------------------------------
@@ -122,24 +31,59 @@ def test_countdown_generator_is_deterministic_and_its_solutions_score():
     assert all(p.split == "eval" for _, p in zip(range(5), countdown.iter_problems(1, (3,), split="eval")))
 
 
-def test_countdown_scorer_rejects_bad_programs(monkeypatch):
+def test_countdown_scorer_rejects_bad_programs():
     p = Problem(numbers=(3, 7, 2), target=23, solution="3 * 7 + 2")
     assert score(p, " 7 * 3 + 2 ") and score(p, "( 3 * 7 ) + 2") and score(p, "2+7*3")
-    assert not score(p, "3 * 7 - 2")  # wrong value (runs in the sandbox)
+    assert not score(p, "3 * 7 - 2")  # wrong value
     assert not score(p, "3 * 7 + 2 + 2")  # a number twice
     assert not score(p, "3 * 7")  # a number unused
     assert countdown.score_many([p] * 4, ["3*7", "2+3*7", "__import__('os')", "2-3*7"]) == [False, True, False, False]
-    calls = []
-    monkeypatch.setattr(countdown, "run_untrusted", lambda *a, **k: calls.append(a))
     for bad in ("__import__('os').system('x')", "while True: pass", "[0 for _ in iter(int, 1)]", "3 ** 7 ** 2",
                 "3 * 7 + True", "3 * 7 + 2;", "", "x = 3 * 7 + 2", "(lambda: 23)()", "3 * 7 // 2", "3*7+-2"):
         assert vet(bad, p.numbers) is None and not score(p, bad), bad
-    assert calls == []  # rejected before anything was executed
 
 
-def test_countdown_scorer_fails_a_program_that_loops_in_the_sandbox():
-    r = run_untrusted("while True:\n    pass", timeout_s=0.5)  # what score() would see past vetting
-    assert r.reason == "timeout"
+# What the red team ran to escape the old process sandbox: to the scorer each is just text that
+# is not an arithmetic expression over the numbers, and nothing of it ever runs.
+ESCAPES = [
+    "open('x', 'w', opener=lambda p, f: __import__('os').open(p, f, dir_fd=3))",
+    "__import__('sys')._getframe().f_back.f_locals.clear()",
+    "__import__('_posixsubprocess').fork_exec",
+    "__import__('os').setsid() or __import__('time').sleep(99)",
+    "__import__('os').mkfifo('/tmp/ft-fifo')",
+    "__import__('os').mknod('/tmp/ft-node')",
+    "__import__('os').dup2(1, 2)",
+    "__import__('os').kill(1, 9)",
+    "__import__('os').makedirs('d/' * 4000)",
+]
+
+
+@pytest.mark.parametrize("program", ESCAPES)
+def test_countdown_scoring_executes_nothing(program, monkeypatch, tmp_path):
+    def no_process(*args, **kwargs):
+        raise AssertionError("scoring started a process")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(subprocess.Popen, "__init__", no_process)
+    monkeypatch.setattr(os, "fork", no_process)
+    p = Problem(numbers=(3, 7, 2), target=23, solution="3 * 7 + 2")
+    assert countdown.score_many([p, p], [program, "3 * 7 + 2"]) == [False, True]
+    assert not score(p, program) and list(tmp_path.iterdir()) == []
+
+
+def test_countdown_values_are_bounded_in_magnitude_and_time():
+    big = (10**6,) * 12
+    huge = " * ".join(map(str, big))  # 10**72 if it were computed
+    assert countdown.evaluate_program(huge, big) is None
+    assert countdown.evaluate_program("10 ** 100", (10, 100)) is None  # ** is not an allowed operator
+    edge = (10**6, 10**6)
+    assert countdown.evaluate_program("1000000 * 1000000", edge) == 10**12 == countdown.MAX_MAGNITUDE
+    assert countdown.evaluate_program("1000000 * 1000000 + 1", (*edge, 1)) is None
+    nested = "(" * 90 + "1" + " + 1 )" * 90
+    start = time.perf_counter()
+    assert countdown.evaluate_program(nested, (1,) * 91) is None  # too long to be a program
+    assert countdown.evaluate_program("1" + " - 1" * 60, (1,) * 61) == -59
+    assert time.perf_counter() - start < 0.5
 
 
 # --- path-star --------------------------------------------------------------------------------

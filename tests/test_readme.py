@@ -23,7 +23,7 @@ def test_readme_starts_with_the_two_setup_commands():
 
 
 def test_the_trained_run_example_runs(trained_runs):
-    code = python_blocks()[1].replace('"runs/demo/ftp"', repr(str(trained_runs / "ftp")))
+    code = python_blocks()[1].replace('"runs/demo/ftp/seed-0"', repr(str(trained_runs / "ftp")))
     namespace: dict = {}
     exec(compile(python_blocks()[0], "README.md", "exec"), namespace)  # read top-down: imports come first
     exec(compile(code, "README.md", "exec"), namespace)

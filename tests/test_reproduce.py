@@ -85,7 +85,7 @@ def test_reproduce_trains_arms_and_seeds_and_the_tasks(data_dir, tmp_path):
         assert task["equal_compute"]["ftp"]["steps"] == [2, 2]  # FTP costs more per step than GPT
     assert any(r["claim"] == "E6 countdown" for r in results["rows"])
     assert "Wall time of this call" in report.read_text()
-    assert (tmp_path / "out" / "runs" / "ftp-learned" / "seed-1" / "checkpoints").is_dir()
+    assert (tmp_path / "out" / "ftp-learned" / "seed-1" / "checkpoints").is_dir()
 
 
 def test_coherence_is_generated_with_the_model_and_judged_later(trained_runs, tmp_path):
@@ -125,8 +125,8 @@ def test_experiment_files_parse_and_pair_their_arms():
         runs = [experiment.run_config(arm, 0, Path("x")) for arm in experiment.arms]
         assert {r.train.model for r in runs} == ({"gpt", "ftp", "mtp", "mtp_seq"} if experiment is gpu else {"gpt", "ftp"})
         assert len({(r.train.max_steps, r.train.batch_size, r.train.lr) for r in runs}) == 1  # same budget
-    learned = cpu.run_config("ftp-learned", 0, Path("x"))
-    assert learned.model.decoder_start == "learned" and cpu.run_config("ftp", 0, Path("x")).model.decoder_start == "current"
+    learned = gpu.run_config("ftp-learned", 0, Path("x"))
+    assert learned.model.decoder_start == "learned" and gpu.run_config("ftp", 0, Path("x")).model.decoder_start == "current"
     assert not gpu.suite.coherence_judge  # the judge's weights do not travel to the GPU machine
     assert cpu.tasks is not None and gpu.tasks is not None and gpu.tasks.pathstar
 

@@ -73,6 +73,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(data_dir, tmp_path):
     result = trainer.fit(on_step=lambda step: step == 5 and os.kill(os.getpid(), signal.SIGTERM))
     assert result.interrupted and result.step == 5
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step-0000005"]
+    trainer.close()  # releases the run folder for the next training
     result = train(run_config(data_dir, tmp_path / "run", ckpt_interval=100), resume=True)
     assert result.step == 12 and len(result.losses) == 7
 
@@ -238,16 +239,17 @@ def test_fsdp_sharded_checkpoints_resume_exactly_after_sigkill(data_dir, tmp_pat
 
 
 PREPARE_RACE = """
-import os, sys, time
+import importlib, os, sys, time
 from futuretoken.train import trainer as T
 from futuretoken.config import DataConfig
-real = T.prepare
-def slow_prepare(**kwargs):
+P = importlib.import_module("futuretoken.data.prepare")  # the module (futuretoken.data.prepare is the function)
+real = P.build_tokenizer
+def slow_build_tokenizer(*args, **kwargs):  # one call per preparation
     with open(sys.argv[2], "a") as log:
         log.write(f"{os.getpid()}\\n")
     time.sleep(1.0)
-    return real(**kwargs)
-T.prepare = slow_prepare
+    return real(*args, **kwargs)
+P.build_tokenizer = slow_build_tokenizer
 T.ensure_data(DataConfig(dir=sys.argv[1], corpus=sys.argv[3], tokenizer="bpe:300"))
 assert not __import__("torch").distributed.is_initialized()
 """

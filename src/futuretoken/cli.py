@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--device", default="auto")
     p = bench_sub.add_parser("generate", help="tokens/s of ar, rollout, speculative at batch 1 and 8")
-    p.add_argument("--run", default="runs/demo/ftp", help="a trained run folder (default: the demo's FTP)")
+    p.add_argument("--run", default="runs/demo/ftp/seed-0", help="a trained run folder (default: the demo's FTP)")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--prompt-tokens", type=int, default=32)
@@ -111,14 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_summary(args) -> None:
+    import torch
+
     from .config import ModelConfig
     from .model import MODELS, training_flops_per_token
 
-    overrides = {"vocab_size": args.vocab_size} if args.vocab_size else {}
+    overrides = {"vocab_size": args.vocab_size} if args.vocab_size is not None else {}
     cfg = ModelConfig.preset(args.preset, **overrides)
     print(f"preset {args.preset}: {json.dumps(cfg.to_dict())}")
     for name, cls in MODELS.items():
-        model = cls(cfg)
+        with torch.device("meta"):  # parameters are counted, never allocated
+            model = cls(cfg)
         print(f"{name.upper():4s} parameters {model.num_parameters():>13,d}   "
               f"training FLOPs/token {training_flops_per_token(cfg, name):.3e}")
 
@@ -156,28 +159,21 @@ def cmd_demo(args) -> None:
     print(f"report written to {report}")
 
 
-def _read_texts(path: str) -> list[str]:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{path} does not exist; give a .txt (one text per line) or .jsonl file")
-    if p.suffix == ".jsonl":
-        return [json.loads(line)["text"] for line in p.read_text().splitlines() if line.strip()]
-    return [line for line in p.read_text().splitlines() if line.strip()]
-
-
 def cmd_generate(args) -> None:
+    from .data.corpora import read_texts
     from .infer.cli import generate_command
 
-    prompts = _read_texts(args.prompts_file) if args.prompts_file else [args.prompt]
+    prompts = read_texts(args.prompts_file) if args.prompts_file else [args.prompt]
     if prompts == [None]:
         raise ValueError("give a prompt, or --prompts-file with one prompt per line")
     generate_command(args, prompts)
 
 
 def cmd_embed(args) -> None:
+    from .data.corpora import read_texts
     from .infer.cli import embed_command
 
-    embed_command(args, _read_texts(args.input))
+    embed_command(args, read_texts(args.input))
 
 
 def _suite(quick: bool):
@@ -220,17 +216,17 @@ def cmd_compare(args) -> None:
 
 def _write_json(path: str | None, result: dict) -> None:
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(result, indent=2) + "\n")
         print(f"results written to {path}")
 
 
 def cmd_bench(args) -> None:
-    import torch
-
     from .devices import resolve_device
+    from .files import writable_dir
 
     device = str(resolve_device(args.device))
+    if args.json:  # checked before the benchmark runs, not after
+        writable_dir(Path(args.json).parent, "--json folder")
     if args.bench_command == "train":
         from .bench.train import bench_train, format_table
 
@@ -238,14 +234,12 @@ def cmd_bench(args) -> None:
         print(format_table(result))
         _write_json(args.json, result)
         return
-    from .bench.generate import bench_generate, format_table
+    from .bench.generate import bench_generate, format_table, spread_prompts
     from .checkpoint import load_model, run_data_dir
     from .data import TokenShards
 
     model = load_model(args.run, device)
-    val = TokenShards(run_data_dir(args.run), "val").tokens
-    stride = len(val) // 8
-    prompts = torch.tensor([val[i * stride : i * stride + args.prompt_tokens].tolist() for i in range(8)])
+    prompts = spread_prompts(TokenShards(run_data_dir(args.run), "val").tokens, args.prompt_tokens)
     result = bench_generate(model, prompts, args.max_new_tokens, repeats=args.repeats)
     result["run"] = str(args.run)
     print(format_table(result))
@@ -271,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
-    except (ValueError, RuntimeError, FileNotFoundError, KeyError) as err:
+    except (ValueError, RuntimeError, OSError, KeyError) as err:  # OSError: a full disk, a file in the way
         if os.environ.get("FUTURETOKEN_DEBUG"):
             raise
         print(f"futuretoken {args.command}: error: {err}", file=sys.stderr)

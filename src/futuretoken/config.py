@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -26,8 +27,15 @@ class ConfigError(ValueError):
 T = TypeVar("T")
 
 
+EXPECTED = {"bool": "true or false", "int": "a whole number", "float": "a finite number", "str": "a string"}
+
+
 def _coerce(name: str, value: Any, annotation: str) -> Any:
-    """Convert a TOML/CLI value to the field's declared type, or explain why not."""
+    """Convert a TOML/CLI value to the field's declared type, or explain why not.
+
+    Strict where Python is lenient: a bool is not a number (n_layer=true), a number is not a
+    bool, and a float must be finite (lr=inf, grad_clip=nan).
+    """
     optional = "None" in annotation
     if value is None or (isinstance(value, str) and value.lower() == "none" and optional):
         if optional:
@@ -36,24 +44,33 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
     base = annotation.replace("| None", "").replace("None |", "").strip()
     try:
         if base == "bool":
-            if isinstance(value, str):
-                if value.lower() in ("true", "1", "yes"):
-                    return True
-                if value.lower() in ("false", "0", "no"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+                return value.lower() in ("true", "1", "yes")
+            raise ValueError(value)
+        if base in ("int", "float") and isinstance(value, bool):
+            raise ValueError(value)
         if base == "int":
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return int(value)
         if base == "float":
-            return float(value)
+            if not math.isfinite(value := float(value)):
+                raise ValueError(value)
+            return value
         if base == "str":
             return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}={value!r} is not a valid {base}; give a {base}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{name}={value!r} is not a valid {base}; give {EXPECTED[base]}") from None
     return value
+
+
+def check_types(config: Any, section: str) -> None:
+    """Coerce every field of a config dataclass in place (see _coerce): configs built in Python,
+    not read from TOML, get the same checks."""
+    for f in fields(config):
+        setattr(config, f.name, _coerce(f"{section}.{f.name}", getattr(config, f.name), str(f.type)))
 
 
 def build(cls: type[T], values: dict[str, Any], section: str) -> T:
@@ -74,9 +91,12 @@ def build(cls: type[T], values: dict[str, Any], section: str) -> T:
 def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; check the path")
+        problem = "is a folder" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
+        raise ConfigError(f"config file {path} {problem}; give the path of a TOML file")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {err.start}); TOML files are UTF-8") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML: {err}") from None
 
@@ -127,6 +147,10 @@ class ModelConfig:
             if not ok:
                 raise ConfigError(message)
 
+        check_types(self, "model")
+        for name, limit in MODEL_LIMITS.items():
+            need(getattr(self, name) <= limit, f"{name}={getattr(self, name)} is above {limit}, the largest "
+                 "this version accepts; use a smaller value")
         for name in ("vocab_size", "vocab_multiple", "block_size", "n_layer", "n_head", "n_embd", "dec_head",
                      "loss_chunk"):
             need(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
@@ -187,6 +211,12 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
 
+# Far above any model this library trains, and low enough that a config read from a file cannot
+# make a constructor loop or allocate without end before the weights are checked.
+MODEL_LIMITS = {"vocab_size": 1 << 22, "vocab_multiple": 1 << 12, "block_size": 1 << 20, "n_layer": 1024,
+                "n_head": 1024, "n_embd": 1 << 16, "horizon": 1024, "pseudo_len": 1024, "dec_layer": 1024,
+                "dec_head": 1024, "loss_chunk": 1 << 24}
+
 PRESETS: dict[str, dict[str, Any]] = {
     # CPU seconds per step; CI and the demo.
     "tiny": dict(block_size=128, n_layer=2, n_head=4, n_embd=128, horizon=4, pseudo_len=4,
@@ -210,7 +240,11 @@ class DataConfig:
     val_fraction: float = 0.05
     verify: bool = True  # re-hash every shard against the manifest when training starts
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
+        check_types(self, "data")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction={self.val_fraction} must be in (0, 1)")
 
@@ -248,7 +282,11 @@ class TrainConfig:
     parallel: str = "ddp"  # ddp | fsdp (only used under torchrun with several processes)
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
+        check_types(self, "train")
         if self.model not in MODEL_TYPES:
             raise ConfigError(f"train.model='{self.model}' is unknown; choose one of {', '.join(MODEL_TYPES)}")
         for name in ("batch_size", "grad_accum", "max_steps", "eval_interval", "ckpt_interval",
@@ -257,6 +295,12 @@ class TrainConfig:
                 raise ConfigError(f"train.{name}={getattr(self, name)} must be >= 1")
         if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
             raise ConfigError(f"train.lr={self.lr}, min_lr={self.min_lr}: need 0 <= min_lr <= lr and lr > 0")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay={self.weight_decay} must be >= 0 (0 disables it)")
+        if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
+            raise ConfigError(f"train.beta1={self.beta1}, beta2={self.beta2}: each must be in [0, 1)")
+        if self.grad_clip < 0:
+            raise ConfigError(f"train.grad_clip={self.grad_clip} must be >= 0 (0 disables clipping)")
         if self.keep_every < 0:
             raise ConfigError(f"train.keep_every={self.keep_every} must be >= 0 (0 keeps only the last keep_last)")
         if self.warmup_steps < 0:
@@ -287,11 +331,9 @@ class RunConfig:
             raise ConfigError(
                 f"unknown table(s) {sorted(unknown)} in the config; valid tables are [model], [data], [train]"
             )
-        data = build(DataConfig, values.get("data", {}), "data")
-        train = build(TrainConfig, values.get("train", {}), "train")
-        data.validate()
-        train.validate()
-        return cls(model=ModelConfig.from_dict(values.get("model", {})), data=data, train=train)
+        return cls(model=ModelConfig.from_dict(values.get("model", {})),
+                   data=build(DataConfig, values.get("data", {}), "data"),
+                   train=build(TrainConfig, values.get("train", {}), "train"))
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] = ()) -> "RunConfig":

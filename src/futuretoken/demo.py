@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_model
+from .checkpoint import load_model, read_metrics
 from .devices import resolve_device
-from .eval.render import markdown_table, mean_train_tokens_per_s, plot_loss_curves, read_metrics
+from .eval.render import markdown_table, mean_train_tokens_per_s, plot_loss_curves
+from .files import writable_dir
 from .infer import SamplingConfig, generate_text
 from .reproduce import Experiment, reproduce
 
@@ -52,12 +53,12 @@ def _samples(model) -> list[str]:
 
 
 def run_demo(out_dir: str | Path = "runs/demo", steps: int | None = None, device: str = "auto") -> Path:
-    out_dir = Path(out_dir)
+    out_dir = writable_dir(out_dir, "demo folder")
     experiment = demo_experiment(steps or DEMO_STEPS, device)
     started = time.perf_counter()
     paper = reproduce(experiment, out_dir, device)
     seconds = time.perf_counter() - started
-    runs = {arm: out_dir / "runs" / arm / "seed-0" for arm in experiment.arms}
+    runs = {arm: out_dir / arm / "seed-0" for arm in experiment.arms}
     rows, samples = [], {}
     for arm, run in runs.items():
         train_logs = [r for r in read_metrics(run) if r["split"] == "train"]

@@ -26,7 +26,10 @@ from .eval.claims import GateSettings
 from .eval.compare import compare_runs
 from .eval.suite import SuiteSettings
 from .eval.tasks import TaskSettings, run_tasks
+from .files import writable_dir
 from .train import ensure_data, train_all
+
+RESERVED = ("paper", "tasks")  # OUT/paper holds the comparison, OUT/tasks the toy tasks; OUT/ARM the arms' runs
 
 
 @dataclass
@@ -56,6 +59,8 @@ class Experiment:
             unknown = set(arm) - {"model", "train"}
             if unknown:
                 raise ConfigError(f"[arms.{name}] may only override [model] and [train]; remove {sorted(unknown)}")
+            if name in RESERVED:
+                raise ConfigError(f"[arms.{name}]: '{name}' names a folder of the experiment's output; rename the arm")
         settings = build(ExperimentSettings, _tuples(tables["experiment"], "seeds"), "experiment")
         if settings.baseline not in arms:
             raise ConfigError(f"experiment.baseline = {settings.baseline!r} is not an arm; arms are {sorted(arms)}")
@@ -95,8 +100,7 @@ def _tuples(values: dict | None, *keys: str) -> dict | None:
 
 def reproduce(experiment: Experiment, out_dir: str | Path, device: str | None = None) -> Path:
     """Train every arm and seed, the toy tasks, then compare: DIR/paper/report.md (+ DIR/timing.json)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = writable_dir(out_dir, "--out folder")
     device = device or experiment.run.train.device
     seeds, settings = experiment.settings.seeds, experiment.settings
 
@@ -108,7 +112,7 @@ def reproduce(experiment: Experiment, out_dir: str | Path, device: str | None = 
     timing: dict[str, float] = {}
     started = time.perf_counter()
     ensure_data(experiment.run.data)  # once, before the workers start
-    runs = configs_for(None, out_dir / "runs")
+    runs = configs_for(None, out_dir)
     train_all([cfg for by_seed in runs.values() for cfg in by_seed.values()], settings.workers)
     timing["train_s"] = time.perf_counter() - started
     tasks = None

@@ -17,9 +17,21 @@ from ..infer.drafters import DRAFTERS
 from .env import environment
 
 
+def spread_prompts(tokens, prompt_tokens: int, n: int = 8) -> torch.Tensor:
+    """(n, prompt_tokens) prompts: the openings of n evenly spaced stretches of a token split."""
+    most = len(tokens) // n
+    if isinstance(prompt_tokens, bool) or not isinstance(prompt_tokens, int) or not 1 <= prompt_tokens <= most:
+        raise ValueError(f"prompt_tokens={prompt_tokens!r} is invalid: give an integer in 1..{most} "
+                         f"({n} prompts from a split of {len(tokens)} tokens)")
+    return torch.tensor([tokens[i * most : i * most + prompt_tokens].tolist() for i in range(n)])
+
+
 def bench_generate(model, prompts: torch.Tensor, max_new_tokens: int, batch_sizes=(1, 8),
                    repeats: int = 3) -> dict:
     """prompts: (n, t) token ids, n >= max(batch_sizes)."""
+    for name, value in (("max_new_tokens", max_new_tokens), ("repeats", repeats)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} is invalid: give an integer >= 1")
     device = model.head_weight.device
     strategies = ["ar"] + (["rollout", "speculative"] if model.model_type in DRAFTERS else [])
     greedy = SamplingConfig(temperature=0.0)

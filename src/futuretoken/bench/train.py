@@ -121,6 +121,10 @@ def measure(model_type: str, preset: str, batch_size: int, decoder_fraction: flo
 
 
 def bench_train(preset: str, batch_size: int, steps: int, warmup: int, compile: bool, device_name: str) -> dict:
+    ModelConfig.preset(preset)  # an unknown preset is a ConfigError here, not a child's traceback
+    for name, value, least in (("batch_size", batch_size, 1), ("steps", steps, 1), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name}={value!r} is invalid: give an integer >= {least}")
     rows = []
     for model_type, fraction, checkpointing, loss_impl, mtp_backward in VARIANTS:
         cmd = [sys.executable, "-m", "futuretoken.bench.train", "--one", model_type, "--preset", preset,

@@ -25,6 +25,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from ..files import not_a_file
 from .brown import pretraining_documents as brown_documents
 from .cache import SHAKESPEARE, SOTU, fetch
 from .errors import DataError
@@ -130,15 +131,34 @@ def local_files(pattern: str) -> list[Path]:
     return sorted(files)
 
 
+def _not_utf8(path: Path, e: UnicodeDecodeError) -> DataError:
+    return DataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}). Fix: convert it to UTF-8.")
+
+
+def _read_utf8(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e) from None
+
+
+def read_texts(path: str | os.PathLike) -> list[str]:
+    """The texts of a file named on the command line: the "text" field of each line of a .jsonl
+    file, else each non-empty line of a UTF-8 text file."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{path} {not_a_file(p)}. Fix: give a .txt file (one text per line) or a .jsonl file "
+                        "with a 'text' field")
+    if p.suffix == ".jsonl":
+        return list(_jsonl_documents(p, "text"))
+    return [line for line in _read_utf8(p).splitlines() if line.strip()]
+
+
 def _local_documents(spec: str) -> Iterator[str]:
     pattern, field = _split_field(spec)
     for path in local_files(pattern):
         if path.suffix == ".txt":
-            try:
-                yield path.read_text(encoding="utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}). "
-                                "Fix: convert it to UTF-8.") from None
+            yield _read_utf8(path)
         elif path.suffix == ".jsonl":
             yield from _jsonl_documents(path, field)
         else:
@@ -146,20 +166,23 @@ def _local_documents(spec: str) -> Iterator[str]:
 
 
 def _jsonl_documents(path: Path, field: str) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno} is not valid JSON ({e.msg}). "
-                                "Fix: write one JSON object per line.") from None
-            if not isinstance(row, dict) or not isinstance(row.get(field), str):
-                keys = sorted(row) if isinstance(row, dict) else type(row).__name__
-                raise DataError(f"{path}:{lineno} has no string field {field!r} (it has {keys}). "
-                                f"Fix: name the text field as '{path}#FIELD'.")
-            yield row[field]
+    try:
+        with open(path, encoding="utf-8") as f:  # streamed: a corpus need not fit in memory
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{lineno} is not valid JSON ({e.msg}). "
+                                    "Fix: write one JSON object per line.") from None
+                if not isinstance(row, dict) or not isinstance(row.get(field), str):
+                    keys = sorted(row) if isinstance(row, dict) else type(row).__name__
+                    raise DataError(f"{path}:{lineno} has no string field {field!r} (it has {keys}). "
+                                    f"Fix: name the text field as '{path}#FIELD'.")
+                yield row[field]
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e) from None
 
 
 def _parquet_documents(path: Path, column: str) -> Iterator[str]:

@@ -6,6 +6,10 @@ Three passes over the corpus, each streaming (the corpus never has to fit in mem
   2. train the tokenizer (bpe:VOCAB only) on the training documents alone;
   3. encode in batches and stream `doc, EOT, doc, EOT, ...` into each split's shards.
 The same inputs give byte-identical shards, tokenizer.json and manifest.json (no timestamps).
+
+The manifest is removed first and written last, and the folder's file lock is held throughout:
+concurrent preparations of one folder run one after the other, so a preparation killed at any
+point leaves either no manifest or one that names the tokenizer.json beside it.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..files import atomic_write
+from ..files import atomic_write, file_lock, fsync_dir, remove_temporaries, writable_dir
 from .corpora import iter_documents
 from .errors import DataError
-from .shards import MANIFEST, SPLITS, ShardWriter, token_dtype
+from .shards import MANIFEST, SPLITS, ShardWriter, read_manifest, token_dtype
 from .tokenizer import Tokenizer, build_tokenizer
 
 FORMAT = 1
+LOCK = ".prepare.lock"
 BATCH_CHARS = 4_000_000  # characters per encode_batch call: parallel enough, small enough
 
 
@@ -69,15 +74,28 @@ def _batches(corpus: str, mask: np.ndarray) -> Iterator[tuple[list[str], list[bo
 
 def prepare(corpus: str = "builtin:prose", tokenizer: str = "bpe:4096",
             out_dir: str | Path = "runs/data/prose-bpe4096", val_fraction: float = 0.05,
-            shard_tokens: int = 50_000_000, seed: int = 0) -> dict:
+            shard_tokens: int = 50_000_000, seed: int = 0, if_missing: bool = False) -> dict:
     """Tokenize `corpus` into OUT_DIR/{train,val}_NNN.bin, OUT_DIR/tokenizer.json and OUT_DIR/manifest.json.
 
     Each document is followed by the end-of-text token. Returns the manifest (also written last,
-    atomically: its presence marks a complete folder).
+    atomically: its presence marks a complete folder). if_missing=True keeps a folder that is
+    already complete (e.g. prepared by another process while this one waited for the lock).
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out_dir, "data folder")
+    with file_lock(out / LOCK):
+        if if_missing and (out / MANIFEST).is_file():
+            return read_manifest(out)
+        remove_temporaries(out)  # left by a preparation that was killed
+        try:
+            return _prepare(corpus, tokenizer, out, val_fraction, shard_tokens, seed)
+        except OSError as err:  # a full disk, permissions
+            raise DataError(f"preparing {corpus!r} into {out} failed: {err}. Fix: free disk space or fix the "
+                            "permissions, then run prepare again") from err
+
+
+def _prepare(corpus: str, tokenizer: str, out: Path, val_fraction: float, shard_tokens: int, seed: int) -> dict:
     (out / MANIFEST).unlink(missing_ok=True)  # the folder is incomplete until the new manifest lands
+    fsync_dir(out)  # ... also after a power cut: never an old manifest beside a new tokenizer.json
 
     is_val = split_documents(document_keys(corpus, seed), val_fraction)
     train_docs = (d for d, v in zip(iter_documents(corpus), is_val, strict=True) if not v)

@@ -3,7 +3,8 @@
 A split is the concatenation of its shards `{split}_000.bin`, `{split}_001.bin`, ...; each
 holds `uint16` ids (`uint32` when the vocabulary does not fit 16 bits) with no header, so
 np.memmap reads them in place and any tool can. manifest.json records every shard's token count
-and sha256: prepare() writes it last, so its presence means the shards are complete.
+and sha256 and the tokenizer's sha256: prepare() writes it last, so its presence means the
+shards are complete, and a tokenizer.json that differs from it is refused.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import open_temp, sha256_file
+from ..files import open_temp, read_json, sha256_file
 from .errors import DataError
+from .tokenizer import TOKENIZER_FILE
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val")
@@ -76,11 +78,27 @@ class ShardWriter:
             self._file = None
 
 
+MANIFEST_KEYS = ("vocab_size", "eot_token", "dtype", "tokenizer_sha256", *SPLITS)
+
+
 def read_manifest(out_dir: str | Path) -> dict:
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
         raise DataError(f"no {MANIFEST} in {out_dir}: the token shards are missing or incomplete. {REPREPARE}.")
-    return json.loads(path.read_text(encoding="utf-8"))
+    manifest = read_json(path, DataError, f"{REPREPARE}.")
+    missing = [k for k in MANIFEST_KEYS if k not in manifest] if isinstance(manifest, dict) else list(MANIFEST_KEYS)
+    if missing:
+        raise DataError(f"{path} is not a futuretoken manifest (it lacks {missing}). {REPREPARE}.")
+    return manifest
+
+
+def data_identity(manifest: dict) -> str:
+    """sha256 of what decides the token ids a run trains on: the tokenizer's hash and every shard's
+    hash, split by split. Preparing again from another corpus, split, seed or tokenizer changes it;
+    moving the folder does not."""
+    pinned = {"tokenizer": manifest["tokenizer_sha256"],
+              **{s: [shard["sha256"] for shard in manifest[s]["shards"]] for s in SPLITS}}
+    return hashlib.sha256(json.dumps(pinned, sort_keys=True).encode()).hexdigest()
 
 
 class ConcatTokens:
@@ -134,6 +152,11 @@ class TokenShards:
         self.vocab_size: int = self.manifest["vocab_size"]
         self.eot_token: int = self.manifest["eot_token"]
         self.dtype = np.dtype(self.manifest["dtype"]).newbyteorder("<")
+        tokenizer = self.out_dir / TOKENIZER_FILE  # one small file: every process checks it, verify or not
+        digest = hashlib.sha256(tokenizer.read_bytes()).hexdigest() if tokenizer.is_file() else None
+        if digest != self.manifest["tokenizer_sha256"]:
+            raise DataError(f"{tokenizer} is missing or is not the tokenizer {MANIFEST} names (sha256 differs): "
+                            f"the shards' token ids would be read with another tokenizer. {REPREPARE}.")
         parts = []
         for shard in self.manifest[split]["shards"]:
             path = self.out_dir / shard["file"]

@@ -18,6 +18,7 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..files import atomic_write, read_json
 from .cache import MLX_WHISPER, fetch
 from .errors import DataError
 
@@ -59,8 +60,6 @@ class Tokenizer:
 
     def save(self, directory: str | Path) -> Path:
         """Write DIR/tokenizer.json (atomically) and return its path."""
-        from ..files import atomic_write
-
         path = Path(directory) / TOKENIZER_FILE
         atomic_write(path, self.to_str().encode())
         return path
@@ -136,12 +135,8 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     if not path.is_file():
         raise DataError(f"no tokenizer at {path}. Fix: run `futuretoken data prepare --out DIR` to make one, "
                         "or give the path of an existing tokenizer.json.")
-    text = path.read_text(encoding="utf-8")
-    try:
-        meta = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path} is not valid JSON ({e.msg}). Fix: re-run prepare to rewrite it.") from None
-    if meta.get("type") == "tiktoken":
+    meta = read_json(path, DataError, "Fix: re-run prepare to rewrite it, or give another tokenizer.json.")
+    if isinstance(meta, dict) and meta.get("type") == "tiktoken":
         if meta.get("name") != TiktokenTokenizer.NAME:
             raise DataError(f"{path} names tiktoken encoding {meta.get('name')!r}; only 'gpt2' is supported. "
                             "Fix: use tokenizer spec gpt2 or a bpe:VOCAB tokenizer.")
@@ -149,7 +144,7 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     from tokenizers import Tokenizer as HFTokenizer
 
     try:
-        return Tokenizer(HFTokenizer.from_str(text))
+        return Tokenizer(HFTokenizer.from_str(path.read_text(encoding="utf-8")))
     except Exception as e:  # tokenizers raises a bare Exception on malformed files
         raise DataError(f"{path} is not a tokenizers JSON file ({e}). Fix: give a tokenizer.json saved by "
                         "HF tokenizers or by futuretoken.") from None

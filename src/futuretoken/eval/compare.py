@@ -22,15 +22,15 @@ from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-from ..checkpoint import checkpoint_name, checkpoint_step, list_checkpoints, load_model, run_data_dir
+from ..checkpoint import checkpoint_name, checkpoint_step, list_checkpoints, load_model, read_metrics, run_data_dir
 from ..config import ModelConfig
 from ..devices import resolve_device
-from ..files import atomic_write
+from ..files import atomic_write, writable_dir
 from ..model import training_flops_per_token
 from . import claims as C
 from .coherence import coherence_calibration
 from .matched import pick_matched_pair
-from .render import plot_comparison, read_metrics, render_report
+from .render import plot_comparison, render_report
 from .state_use import state_ablation
 from .suite import EvalData, SuiteSettings, measure, measure_floor, score_coherence, selection_loss
 
@@ -120,7 +120,7 @@ def compare_runs(runs: Mapping[str, Mapping[int, Path]], baseline: str, out_dir:
                  device: str = "auto", judge=None, tasks: dict | None = None, workers: int = 1) -> Path:
     """Measure every matched pair, run the gates and the statistics, write report.md, results.json, plots."""
     settings, gates = settings or SuiteSettings(), gates or C.GateSettings()
-    out_dir, device = Path(out_dir), resolve_device(device)
+    out_dir, device = writable_dir(out_dir, "--out folder"), resolve_device(device)  # before the work
     if baseline not in runs or len(runs) < 2:
         raise ValueError(f"need the baseline arm {baseline!r} and at least one other arm; got {sorted(runs)}")
     seeds = sorted(runs[baseline])
@@ -204,7 +204,6 @@ def compare_runs(runs: Mapping[str, Mapping[int, Path]], baseline: str, out_dir:
             cache.put("coherence-calibration", coherence_calibration(
                 data.coherence, data.tokenizer, judge, settings.coherence_window, settings.seed))
         results["coherence_calibration"] = cache.get("coherence-calibration")
-    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     plot_comparison(results, out_dir)
     report = out_dir / "report.md"

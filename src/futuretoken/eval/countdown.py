@@ -17,21 +17,22 @@ Train/eval split: a problem belongs to the evaluation split iff crc32 of its spe
 so no evaluated spec is ever in the training stream (the same spec may still repeat inside
 one split, e.g. at difficulty 2, whose problem space is small).
 
-Scoring (`score`), never `eval` in this process:
-1. vet the text with `ast`: a single expression made only of int literals, + - * and
-   parentheses, at most MAX_PROGRAM_CHARS long, whose literals are exactly the problem's
-   numbers as a multiset. Anything else (names, calls, attributes, **, comprehensions,
-   statements) is rejected BEFORE anything is executed;
-2. run `print(<canonical unparsed expression>)` with `sandbox.run_untrusted` and compare the
-   printed value with the target (`score_many`: one sandboxed process prints every vetted
-   expression of a batch, a line each).
-The vetting alone makes execution harmless; the sandbox is the second layer.
+Scoring (`score`) never executes the program: E6 needs only the value of an arithmetic
+expression, so the text is parsed with `ast` and its tree evaluated by a small interpreter.
+1. vet: a single expression made only of int literals, + - * and parentheses, at most
+   MAX_PROGRAM_CHARS long, whose literals are exactly the problem's numbers as a multiset
+   (so a tree of 2n - 1 nodes and depth < n for n numbers). Anything else (names, calls,
+   attributes, **, comprehensions, statements) is rejected;
+2. evaluate the vetted tree with Python ints, giving up as soon as an intermediate value's
+   magnitude exceeds MAX_MAGNITUDE. Every operation then works on numbers of at most ~80
+   bits, so scoring takes microseconds whatever the model wrote.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import operator
 import random
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -44,11 +45,12 @@ from ..checkpoint import load_model
 from ..data import prepare
 from ..infer.generate import batches_by_length, generate
 from ..infer.sampling import SamplingConfig
-from .sandbox import run_untrusted
 
 OPS: dict[type[ast.operator], str] = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*"}
 PRECEDENCE = {"+": 1, "-": 1, "*": 2}
+APPLY = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 MAX_PROGRAM_CHARS = 256
+MAX_MAGNITUDE = 10**12  # |value| bound for every intermediate result (targets are <= 200)
 EVAL_BUCKETS = 10  # 1 in 10 specs is evaluation-only
 
 
@@ -89,8 +91,7 @@ def _expression(rng: random.Random, leaves: list[int]) -> tuple[str, int, int]:
         lt = f"( {lt} )"
     if rp < prec or (rp == prec and op == "-"):
         rt = f"( {rt} )"
-    value = lv + rv if op == "+" else lv - rv if op == "-" else lv * rv
-    return f"{lt} {op} {rt}", value, prec
+    return f"{lt} {op} {rt}", APPLY[op](lv, rv), prec
 
 
 def make_problem(rng: random.Random, n_numbers: int, max_number: int = 12, max_target: int = 200) -> Problem:
@@ -149,8 +150,8 @@ def prepare_countdown_corpus(out_dir: str | Path, n_docs: int = 50_000, seed: in
 
 
 # --- scoring ----------------------------------------------------------------------------------
-def vet(program_text: str, numbers: Sequence[int]) -> str | None:
-    """The canonical source of `program_text` if it is an allowed expression over exactly `numbers`, else None."""
+def _vetted_tree(program_text: str, numbers: Sequence[int]) -> ast.expr | None:
+    """The expression tree of `program_text` if it is an allowed expression over exactly `numbers`, else None."""
     text = program_text.strip()
     if not text or len(text) > MAX_PROGRAM_CHARS:
         return None
@@ -167,36 +168,43 @@ def vet(program_text: str, numbers: Sequence[int]) -> str | None:
         if isinstance(node, ast.Constant) and type(node.value) is int:
             literals.append(node.value)
             continue
-        return None  # a name, call, attribute, other operator, ...: never executed
-    if sorted(literals) != sorted(numbers):
-        return None
-    return ast.unparse(tree)
+        return None  # a name, call, attribute, other operator, ...
+    return tree.body if sorted(literals) == sorted(numbers) else None
 
 
-def score(problem: Problem, program_text: str, timeout_s: float = 2.0) -> bool:
-    """True iff the program is a vetted expression over the problem's numbers that prints the target."""
-    expr = vet(program_text, problem.numbers)
-    if expr is None:
-        return False
-    result = run_untrusted(f"print({expr})", timeout_s=timeout_s)
-    return result.ok and result.stdout.strip() == str(problem.target)
+def _evaluate(node: ast.expr) -> int | None:
+    """Value of a vetted tree, or None as soon as an intermediate result leaves [-MAX_MAGNITUDE, MAX_MAGNITUDE]."""
+    if isinstance(node, ast.Constant):
+        value = node.value
+    else:
+        left, right = _evaluate(node.left), _evaluate(node.right)
+        if left is None or right is None:
+            return None
+        value = APPLY[OPS[type(node.op)]](left, right)
+    return value if abs(value) <= MAX_MAGNITUDE else None
 
 
-def score_many(problems: Sequence[Problem], programs: Sequence[str], timeout_s: float = 10.0) -> list[bool]:
-    """score() for many programs with ONE sandboxed process: vetted expressions cannot interfere
-    (int literals and + - * only). If that run fails anyway, each is scored on its own."""
-    exprs = [vet(prog, p.numbers) for p, prog in zip(problems, programs, strict=True)]
-    todo = [i for i, e in enumerate(exprs) if e is not None]
-    results = [False] * len(exprs)
-    if not todo:
-        return results
-    run = run_untrusted("".join(f"print({exprs[i]})\n" for i in todo), timeout_s=timeout_s)
-    lines = run.stdout.splitlines()
-    if not run.ok or len(lines) != len(todo):
-        return [score(p, prog) for p, prog in zip(problems, programs)]
-    for i, line in zip(todo, lines):
-        results[i] = line.strip() == str(problems[i].target)
-    return results
+def vet(program_text: str, numbers: Sequence[int]) -> str | None:
+    """The canonical source of `program_text` if it is an allowed expression over exactly `numbers`, else None."""
+    tree = _vetted_tree(program_text, numbers)
+    return None if tree is None else ast.unparse(tree)
+
+
+def evaluate_program(program_text: str, numbers: Sequence[int]) -> int | None:
+    """The value of an allowed expression over exactly `numbers` (None when it is not one, or its
+    value or any intermediate one exceeds MAX_MAGNITUDE). Nothing is executed."""
+    tree = _vetted_tree(program_text, numbers)
+    return None if tree is None else _evaluate(tree)
+
+
+def score(problem: Problem, program_text: str) -> bool:
+    """True iff the program is an allowed expression over the problem's numbers whose value is the target."""
+    return evaluate_program(program_text, problem.numbers) == problem.target
+
+
+def score_many(problems: Sequence[Problem], programs: Sequence[str]) -> list[bool]:
+    """score() of each (problem, program) pair."""
+    return [score(p, prog) for p, prog in zip(problems, programs, strict=True)]
 
 
 # --- greedy completion, shared with pathstar ---------------------------------------------------
@@ -231,7 +239,7 @@ def complete_greedy(model, prompts: Sequence[str], max_new_tokens: int, batch_si
 
 def countdown_experiment(models: Mapping[str, object], n_eval: int = 200, difficulties: Sequence[int] = (2, 3, 4),
                          seed: int = 1234, max_new_tokens: int = 48, batch_size: int = 64,
-                         device: str | torch.device = "auto", timeout_s: float = 10.0) -> dict[str, dict[int, float]]:
+                         device: str | torch.device = "auto") -> dict[str, dict[int, float]]:
     """Greedy pass@1 per model and difficulty on `n_eval` evaluation-split problems per difficulty.
 
     models: name -> run folder (loaded with ft.load) or a GPT/FTP model with a `.tokenizer`.
@@ -243,6 +251,6 @@ def countdown_experiment(models: Mapping[str, object], n_eval: int = 200, diffic
         results[name] = {}
         for d, batch in problems.items():
             programs = complete_greedy(model, [p.prompt for p in batch], max_new_tokens, batch_size)
-            solved = sum(score_many(batch, programs, timeout_s))
+            solved = sum(score_many(batch, programs))
             results[name][d] = solved / max(1, len(batch))
     return results

@@ -147,8 +147,10 @@ def evaluate_run(run: str | Path, out_dir: str | Path, settings: SuiteSettings |
     from dataclasses import asdict
 
     from ..checkpoint import load_model, run_data_dir
+    from ..files import writable_dir
 
     settings = settings or SuiteSettings()
+    out = writable_dir(out_dir, "--out folder")  # before the work, not after it
     model = load_model(run, device)
     horizon = model.config.horizon if model.model_type != "gpt" else 4
     data = EvalData.build(run_data_dir(run), model.config.block_size, horizon, settings)
@@ -158,7 +160,5 @@ def evaluate_run(run: str | Path, out_dir: str | Path, settings: SuiteSettings |
         from .coherence import minilm_judge
 
         score_coherence(result, data, settings, judge or minilm_judge())
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=1))
     return out / "results.json"

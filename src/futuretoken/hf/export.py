@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..checkpoint import load_model
 from ..data.tokenizer import EOT, TiktokenTokenizer, Tokenizer
+from ..files import writable_dir
 from .modeling import BASE_MODELS, CAUSAL_LM, CONFIGS
 
 MODELING_FILE = "modeling_futuretoken.py"
@@ -80,12 +81,11 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, pool: str = "mean") -> P
     sentence-transformers; `pool` ("mean", "last" or "weighted_mean") is the sentence-transformers pooling."""
     if pool not in POOLS:
         raise ValueError(f"pool={pool!r} is unknown; choose one of {', '.join(POOLS)}")
+    out = writable_dir(out_dir, "export folder")
     model = load_model(run_dir)
     if model.tokenizer is None:
         raise FileNotFoundError(f"{run_dir} has no tokenizer.json; export needs a run folder (or one of its "
                                 "checkpoints) trained by futuretoken")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     hf = CAUSAL_LM[model.model_type].from_module(model)
     eot = model.tokenizer.eot_token  # the document separator: begins, ends and pads sequences
     hf.config.bos_token_id = hf.config.eos_token_id = hf.config.pad_token_id = eot

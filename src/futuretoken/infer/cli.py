@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import load_model
+from ..files import writable_dir
 from .embed import embed
 from .generate import batches_by_similar_length, generate
 from .sampling import SamplingConfig
@@ -61,10 +62,19 @@ def generate_command(args, prompts: list[str]) -> None:
             print(f"=== prompt {i}\n{outputs[i]}")
 
 
+def output_path(out: str, pool: str) -> Path:
+    """The file embed writes: --out itself when it ends in the format's suffix (.parquet, .npz for
+    pool "tokens", else .npy), otherwise --out with that suffix added (numpy's own rule)."""
+    path = Path(out)
+    suffix = ".parquet" if path.suffix == ".parquet" else ".npz" if pool == "tokens" else ".npy"
+    return path if path.suffix == suffix else path.with_name(path.name + suffix)
+
+
 def embed_command(args, texts: list[str]) -> None:
+    out = output_path(args.out, args.pool)
+    writable_dir(out.parent, "--out folder")  # before the work, not after it
     model, tokenizer = _load(args.run, args.device)
     vectors = embed(model, tokenizer.encode_batch(texts), pool=args.pool, batch_size=args.batch_size)
-    out = Path(args.out)
     if out.suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -72,9 +82,11 @@ def embed_command(args, texts: list[str]) -> None:
         rows = vectors if args.pool == "tokens" else list(vectors)
         table = pa.table({"text": texts, "embedding": [np.asarray(v).tolist() for v in rows]})
         pq.write_table(table, out)
-    elif args.pool == "tokens":
-        np.savez(out if out.suffix == ".npz" else out.with_suffix(".npz"), *vectors)
-    else:
-        np.save(out, vectors)
+    else:  # through a file object: numpy then writes exactly `out`
+        with open(out, "wb") as f:
+            if args.pool == "tokens":
+                np.savez(f, *vectors)
+            else:
+                np.save(f, vectors)
     shape = f"{len(vectors)} texts" if args.pool == "tokens" else f"array {tuple(vectors.shape)}"
     print(f"wrote {shape} to {out}", file=sys.stderr)

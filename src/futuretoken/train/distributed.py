@@ -143,10 +143,14 @@ def _sharded_state(module: nn.Module, optimizer: torch.optim.Optimizer) -> dict[
 
 
 def save_sharded(module: nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> None:
-    """Every process writes its own shards of model and optimizer (collective)."""
+    """Every process writes its own shards of model and optimizer (collective). A failed write (a full
+    disk) is an OSError, as for full checkpoints."""
     import torch.distributed.checkpoint as dcp
 
-    dcp.save(_sharded_state(module, optimizer), checkpoint_id=str(path))
+    try:
+        dcp.save(_sharded_state(module, optimizer), checkpoint_id=str(path))
+    except dcp.CheckpointException as err:  # dcp gathers every process's write errors into this
+        raise OSError(f"torch.distributed.checkpoint could not write {path}: {err}") from err
 
 
 def load_sharded(module: nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> None:

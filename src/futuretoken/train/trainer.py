@@ -9,11 +9,12 @@ step then stops the run with the last good checkpoint named.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import shutil
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,17 +27,20 @@ from ..checkpoint import (
     finish_checkpoint,
     latest_valid_checkpoint,
     list_checkpoints,
+    load_full_model_state,
     load_trainer_state,
-    read_meta,
+    read_checkpoint,
+    read_metrics,
     save_checkpoint,
     temporary_checkpoint_dir,
     temporary_checkpoint_path,
 )
 from ..config import ConfigError, DataConfig, RunConfig
 from ..data import TokenShards, WindowSampler, prepare
-from ..data.shards import MANIFEST
+from ..data.shards import MANIFEST, data_identity
+from ..data.tokenizer import TOKENIZER_FILE
 from ..devices import autocast_dtype, make_deterministic, param_dtype
-from ..files import atomic_write, file_lock
+from ..files import LockHeld, atomic_write, file_lock, remove_temporaries, writable_dir
 from ..model import MODELS, training_flops_per_token
 from . import distributed as D
 from .memory import apply_activation_checkpointing
@@ -59,16 +63,14 @@ class TrainResult:
 def ensure_data(cfg: DataConfig) -> Path:
     """Prepare the token shards when the data folder has none yet.
 
-    Every process may call this: the first to take the folder's file lock prepares, the others
-    wait on the lock (not on a collective, so a long preparation never hits a process-group
-    timeout) and then find the finished manifest.
+    Every process may call this: prepare() holds the folder's file lock, so the first process
+    prepares and the others wait on the lock (not on a collective, so a long preparation never
+    hits a process-group timeout), then find the finished manifest and return.
     """
     data_dir = Path(cfg.dir)
-    if (data_dir / MANIFEST).is_file():
-        return data_dir
-    with file_lock(data_dir / ".prepare.lock"):
-        if not (data_dir / MANIFEST).is_file():
-            prepare(corpus=cfg.corpus, tokenizer=cfg.tokenizer, out_dir=data_dir, val_fraction=cfg.val_fraction)
+    if not (data_dir / MANIFEST).is_file():
+        prepare(corpus=cfg.corpus, tokenizer=cfg.tokenizer, out_dir=data_dir, val_fraction=cfg.val_fraction,
+                if_missing=True)
     return data_dir
 
 
@@ -79,19 +81,32 @@ def process_seed(seed: int, rank: int) -> int:
 
 # Layout of a step's statistics row: LossModule's stats, then these two flags.
 SKIPPED, STOP = -2, -1
+RUN_LOCK = ".train.lock"  # held by the training that writes the run folder
 
 
 class Trainer:
     def __init__(self, cfg: RunConfig, resume: bool = False) -> None:
-        self.cfg, tc = cfg, cfg.train
+        self.cfg = cfg
         self.info = D.env_info()
+        self.run_dir = Path(cfg.train.out_dir)
+        self._held = contextlib.ExitStack()  # the run folder's lock, released by close()
+        try:
+            self._setup(resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, resume: bool) -> None:
+        cfg, tc = self.cfg, self.cfg.train
         self.device = D.device_for(tc.device, self.info)
-        self.run_dir = Path(tc.out_dir)
+        if self.info.is_main:  # under torchrun only rank 0 writes the run folder
+            self._hold_run_folder()
         # Data first, before any collective: see ensure_data. Shards are hashed once per node.
         data_dir = ensure_data(cfg.data)
         verify = cfg.data.verify and self.info.local_rank == 0
         self.train_tokens = TokenShards(data_dir, "train", verify=verify)
         self.val_tokens = TokenShards(data_dir, "val", verify=verify)
+        self.data_sha256 = data_identity(self.train_tokens.manifest)
         D.init(self.info, self.device)
         if tc.deterministic:
             make_deterministic()
@@ -122,12 +137,26 @@ class Trainer:
         if self.ckpt is not None:
             self._restore(self.ckpt)
         elif self.info.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(self.run_dir / "run.json", json.dumps(cfg.to_dict() | {"model_type": tc.model}, indent=2))
-            shutil.copy(data_dir / "tokenizer.json", self.run_dir / "tokenizer.json")
+            atomic_write(self.run_dir / TOKENIZER_FILE, (data_dir / TOKENIZER_FILE).read_bytes())
             (self.run_dir / "metrics.jsonl").write_text("")
 
     # --- checkpoints -----------------------------------------------------------------------
+    def _hold_run_folder(self) -> None:
+        """One training per run folder: two would delete each other's checkpoints and mix their
+        metrics. The lock is released by close(), or by the kernel when the process dies; then
+        what a killed writer left half-written (temporary files and checkpoint folders) goes."""
+        writable_dir(self.run_dir, "train.out_dir")
+        try:
+            self._held.enter_context(file_lock(self.run_dir / RUN_LOCK, wait=False))
+        except LockHeld as err:
+            raise TrainingError(
+                f"{self.run_dir} is in use by another training (process {err.holder}). Fix: wait for it to finish "
+                "or stop it (then --resume), or set train.out_dir to another folder"
+            ) from None
+        remove_temporaries(self.run_dir)
+        remove_temporaries(self.run_dir / "checkpoints")
+
     def _checkpoint_to_resume(self, resume: bool) -> Path | None:
         existing = list_checkpoints(self.run_dir)
         if not resume:
@@ -142,7 +171,7 @@ class Trainer:
             if existing:
                 raise CheckpointError(f"no checkpoint in {self.run_dir} passed its checksum; cannot resume")
             return None  # nothing saved yet: --resume starts from scratch
-        meta = read_meta(ckpt)
+        meta, _ = read_checkpoint(ckpt, verify=False)  # latest_valid_checkpoint has just verified it
         if meta["model_type"] != self.cfg.train.model:
             raise CheckpointError(
                 f"{ckpt} holds a '{meta['model_type']}' model but the config trains '{self.cfg.train.model}'; "
@@ -154,6 +183,16 @@ class Trainer:
             raise CheckpointError(
                 f"{ckpt} was trained with a different model config {diff} (saved, now); "
                 "resume with the original config and data, or use another out_dir"
+            )
+        if "data_sha256" not in meta:
+            warnings.warn(f"{ckpt} does not record its training data (written by an older futuretoken): cannot "
+                          f"check that {self.cfg.data.dir} still holds the same tokens", stacklevel=3)
+        elif meta["data_sha256"] != self.data_sha256:
+            raise CheckpointError(
+                f"{ckpt} was trained on other data than {self.cfg.data.dir} holds now (its shards or tokenizer "
+                "differ: the folder was prepared again, from another corpus, split, seed or tokenizer), so the same "
+                "token ids would mean other text. Fix: resume with the data folder it was trained on, or start a "
+                "new run in another train.out_dir"
             )
         if (meta["layout"] == "sharded") != (self.info.enabled and self.cfg.train.parallel == "fsdp"):
             raise CheckpointError(
@@ -167,9 +206,7 @@ class Trainer:
         if self.sharded:
             D.load_sharded(self.loss_module, self.optimizer, ckpt / "dcp")
         else:
-            from safetensors.torch import load_file
-
-            model_sd = {f"model.{k}": v for k, v in load_file(ckpt / "model.safetensors").items()}
+            model_sd = {f"model.{k}": v for k, v in load_full_model_state(ckpt).items()}
             D.load_full_state_dicts(self.loss_module, self.optimizer, model_sd, state["optimizer"])
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
         rng = state["rng"][self.info.rank % len(state["rng"])]  # another world size cannot be exact
@@ -177,9 +214,8 @@ class Trainer:
         if self.device.type == "cuda" and "cuda" in rng:
             torch.cuda.set_rng_state(rng["cuda"])
         if self.info.is_main:  # forget metrics logged after the checkpoint: they will be redone
-            path = self.run_dir / "metrics.jsonl"
-            kept = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= self.step]
-            atomic_write(path, "".join(ln + "\n" for ln in kept))
+            kept = [r for r in read_metrics(self.run_dir) if r["step"] <= self.step]
+            atomic_write(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
             self._say(f"resumed from {ckpt} at step {self.step}")
 
     def _rng_state(self) -> dict[str, torch.Tensor]:
@@ -188,12 +224,27 @@ class Trainer:
             state["cuda"] = torch.cuda.get_rng_state(self.device)
         return state
 
+    def _weights_finite(self) -> bool:
+        """Every weight of every process is finite (one read-back, at checkpoints only)."""
+        local = [p.to_local() if hasattr(p, "to_local") else p for p in self.model.parameters()]  # FSDP: own shard
+        bad = sum((~torch.isfinite(t.detach())).sum() for t in local).double()
+        return D.sum_across(bad, self.info).item() == 0
+
     def save(self) -> Path | None:
-        """Write a checkpoint of the current step (collective: every process calls it)."""
+        """Write a checkpoint of the current step (collective: every process calls it).
+
+        Weights that are not finite are never saved: a checkpoint is always a good one to go back to.
+        """
+        if not self._weights_finite():
+            raise TrainingError(
+                f"the weights are not finite at step {self.step} (an update overflowed), so no checkpoint is written. "
+                f"Last good checkpoint: {latest_valid_checkpoint(self.run_dir) or 'none'}. Lower train.lr or "
+                "raise warmup_steps, then continue with --resume"
+            )
         trainer_state = {"step": self.step, "tokens_seen": self.tokens_seen,
                          "rng": D.gather_objects(self._rng_state(), self.info)}
         meta = {"model_type": self.cfg.train.model, "model_config": self.cfg.model.to_dict(),
-                "tokens_seen": self.tokens_seen}
+                "tokens_seen": self.tokens_seen, "data_sha256": self.data_sha256}
         try:
             if self.sharded:
                 return self._save_sharded(trainer_state, meta)
@@ -357,6 +408,7 @@ class Trainer:
 
     def close(self) -> None:
         D.teardown(self.info)
+        self._held.close()
 
 
 def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
