@@ -166,7 +166,10 @@ def test_sequential_backward_scales_with_the_incoming_gradient():
 
 @pytest.mark.parametrize("name", ["mtp", "mtp_seq"])
 def test_overfits_one_batch(name):
-    model = ft.MODELS[name](tiny_config(block_size=16))
+    """Every distance can memorise one batch. MTP-seq gets mtp_lambda = D, so each module's
+    cross-entropy weighs 1 as the next token's does (as in MTP's plain sum), not lambda / D."""
+    cfg = tiny_config(block_size=16)
+    model = ft.MODELS[name](tiny_config(block_size=16, mtp_lambda=float(cfg.horizon - 1)))
     tokens = torch.randint(0, 64, (4, 16 + model.horizon))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(200):

@@ -81,6 +81,7 @@ class MTPSeq(GPT):
         features = self.future_features(tokens[:, :-1])  # (B, T, N, d)
         B, T, _, d = features.shape
         _, targets = future_targets(tokens, N, c.eot_token)  # (B, T, N): x_{t+1} .. x_{t+N}
-        weights = torch.tensor([1.0] + [c.mtp_lambda / max(N - 1, 1)] * (N - 1))  # (N,): 1, then lambda / D each
+        # (N,): 1, then lambda / D each; float64 so that a float64 model's loss is exact (future_loss casts down)
+        weights = torch.tensor([1.0] + [c.mtp_lambda / max(N - 1, 1)] * (N - 1), dtype=torch.float64)
         return per_position(future_loss(features.reshape(B * T, N, d), self.head_weight, targets.reshape(B * T, N),
                                         weights, c.loss_chunk, c.vocab_size, c.loss_impl))
