@@ -1,3 +1,4 @@
+import functools
 import itertools
 import math
 
@@ -29,6 +30,35 @@ def scrambled(cls=ft.FTP, gain: float = 4.0, emb: float = 3.0, **overrides):
 GREEDY = SamplingConfig(temperature=0)
 
 
+@functools.cache
+def _progression_weights(cls) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = scrambled(cls, gain=1.0, emb=1.0, mtp_lambda=3.0)  # MTP-seq: every module's CE weighs 1
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(150):
+        start, step = torch.randint(0, 32, (16, 1), generator=g), torch.randint(1, 4, (16, 1), generator=g)
+        loss = model.loss((start + step * torch.arange(36)) % 32).total
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def predictable(cls):
+    """A model trained for a few seconds on arithmetic progressions mod 32 (step 1..3).
+
+    MTP's heads 2..N read the trunk's state at one position and predict further tokens on their
+    own: in a random model they are unrelated to what the trunk goes on to choose, so greedy
+    drafts are almost never accepted (and MTP-seq's modules are no better). After this training
+    a draft is often, not always, accepted from a random prompt: both branches get exercised.
+    """
+    model = scrambled(cls, mtp_lambda=3.0)
+    model.load_state_dict(_progression_weights(cls))
+    return model.eval()
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Generation is a long chain of tiny ops: extra intra-op threads only add synchronisation,
@@ -45,7 +75,7 @@ DRAFTING = [ft.FTP, ft.MTP, ft.MTPSeq]  # the model types with rollout and specu
 # --- greedy: exact token-for-token agreement -------------------------------------------------
 @pytest.mark.parametrize("cls", DRAFTING)
 def test_greedy_speculative_equals_greedy_ar(device, cls):
-    model = scrambled(cls).to(device)
+    model = (scrambled(cls) if cls is ft.FTP else predictable(cls)).to(device)
     g = torch.Generator().manual_seed(0)
     multi_token_passes = 0
     for i in range(10):
@@ -110,6 +140,56 @@ def test_cached_ar_equals_recomputation(cls):
             seq = torch.cat([seq, model(seq).logits[:, -1].argmax(-1, keepdim=True)], 1)
     assert torch.equal(out.tokens, seq)
     assert out.stats.encoder_passes == 20 and out.stats.tokens_per_encoder_pass == 1.0
+
+
+def _reference_draft(model, seq: list[int], k: int, forced: int) -> list[int]:
+    """The greedy draft of k tokens after seq, each from a full forward pass from scratch (no cache):
+    y_1 = the next-token argmax (or `forced`); MTP: y_j = head j's argmax at the last position;
+    MTP-seq: y_j = module j-1's argmax at the last position, reading y_1..y_{j-1}."""
+    with torch.no_grad():
+        if isinstance(model, ft.MTPSeq):
+            D, ys = model.horizon - 1, []
+            for j in range(1, k + 1):  # tokens past y_{j-1} are placeholders module j-1 never reads at s
+                tokens = torch.tensor([seq + ys + [0] * (D + 1 - j)])
+                choice = int(model.head(model.future_features(tokens)[0, -1, j - 1]).argmax())
+                ys.append(forced if j == 1 and forced >= 0 else choice)
+            return ys
+        ys = model.head(model.future_features(torch.tensor([seq]))[0, -1, :k]).argmax(-1).tolist()
+        return [forced if forced >= 0 else ys[0], *ys[1:]]
+
+
+@pytest.mark.parametrize("cls", [ft.MTP, ft.MTPSeq])
+def test_drafter_caches_equal_full_recomputation(cls):
+    """The heads' (MTP) and modules' (MTP-seq) own KV caches, through speculative rounds that keep a
+    random prefix of each row's draft (per row, left-padded rows, sometimes a forced y_1): every
+    draft equals the one computed from scratch on the row's committed tokens."""
+    from futuretoken.infer.drafters import drafter_for
+    from futuretoken.infer.generate import _as_prompt, _Run
+
+    model = scrambled(cls).double()
+    g = torch.Generator().manual_seed(5)
+    seqs = [torch.randint(0, 32, (n,), generator=g).tolist() for n in (5, 1, 8)]
+    prompt, mask = _as_prompt(seqs, 32, None)
+    B, N = len(seqs), model.horizon
+    with torch.inference_mode():
+        run = _Run(model, prompt, mask, 30, N, GREEDY, None, None, drafter_for(model, "speculative", GREEDY))
+        kept = 0
+        for _ in range(6):
+            forced = torch.where(torch.rand(B, generator=g) < 0.3, torch.randint(0, 32, (B,), generator=g), -1)
+            y, _ = run.drafter.draft(run.state, N, forced, run._sample)  # (B, N)
+            for b in range(B):
+                assert y[b].tolist() == _reference_draft(model, seqs[b], N, int(forced[b])), (b, seqs[b])
+            base = run._ends()
+            verify = run.drafter.states(run.state, run._encode(y), y)
+            a = torch.randint(0, N, (B,), generator=g)  # row b keeps y_1..y_{1+a_b}
+            for c in run.cache:
+                c.truncate(base + 1 + a)
+            run.drafter.truncate(base + 1 + a)
+            run.state = run.drafter.select(verify, a)
+            for b in range(B):
+                seqs[b] += y[b, : 1 + a[b]].tolist()
+            kept += int(a.sum())
+    assert 0 < kept < 6 * B * (N - 1)  # rounds both kept and dropped drafted slots
 
 
 # --- sampling: speculative has exactly the distribution of ar ---------------------------------
