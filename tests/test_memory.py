@@ -54,14 +54,16 @@ def test_training_benchmark_measures_one_variant():
 
 
 def test_training_benchmark_measures_the_sequential_head_backward():
-    """MTP's sequential backward frees each extra head's activations during forward: at no moment does
-    autograd hold them all, as the joint backward does."""
+    """MTP's sequential backward frees each head's activations during forward: at no moment does
+    autograd hold them all, as the joint backward does. It holds a gradient buffer per head parameter
+    instead, whatever the batch: at 4 sequences of the tiny preset the activations outweigh it (at 1,
+    the two are of a size)."""
     from futuretoken.bench.train import measure
 
-    rows = {b: measure("mtp", "tiny", 1, 1.0, "none", steps=1, warmup=0, compile=False, device_name="cpu",
+    rows = {b: measure("mtp", "tiny", 4, 1.0, "none", steps=1, warmup=0, compile=False, device_name="cpu",
                        mtp_backward=b) for b in ("sequential", "joint")}
     assert rows["sequential"]["mtp_backward"] == "sequential" and rows["sequential"]["tokens_per_s"] > 0
-    assert rows["sequential"]["saved_activation_bytes"] < 0.6 * rows["joint"]["saved_activation_bytes"]
+    assert rows["sequential"]["saved_activation_bytes"] < 0.5 * rows["joint"]["saved_activation_bytes"]
     assert rows["sequential"]["train_flops_per_token"] == rows["joint"]["train_flops_per_token"]  # nothing recomputed
 
 

@@ -278,7 +278,7 @@ class TrainConfig:
     dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | float32 | bfloat16 | float64 (exactness checks)
     deterministic: bool = False  # deterministic kernels: bit-exact resume on CUDA too (slower)
     compile: bool = False
-    activation_checkpointing: str = "none"  # none | decoder | all: recompute block activations in backward
+    activation_checkpointing: str = "none"  # none | decoder (blocks beside the encoder) | all: recompute in backward
     parallel: str = "ddp"  # ddp | fsdp (only used under torchrun with several processes)
     progress: bool = True
 

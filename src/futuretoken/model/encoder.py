@@ -51,8 +51,10 @@ class Encoder(nn.Module):
         key_padding_mask: Tensor | None = None,  # (B, S) True for real tokens, over cached + new slots
         embeds: Tensor | None = None,  # (B, t, d) token embeddings instead of idx
         trace: Trace | None = None,
+        n_blocks: int | None = None,
     ) -> Tensor:
-        """-> h: (B, t, d) after the final LayerNorm.
+        """-> h: (B, t, d) after the final LayerNorm (`n_blocks`: the residual stream after the first
+        n_blocks blocks instead, without the final norm: MTP's trunk).
 
         With `cache`, the tokens continue the cached ones: they take the next slots (per row
         when the cache rows have different lengths) and, by default, the positions that follow.
@@ -75,12 +77,12 @@ class Encoder(nn.Module):
                 positions = ends[:, None] + torch.arange(t, device=x.device)  # (B, t)
         mask = self.attention_mask(B, t, cache, key_padding_mask, x.device)
         x = self.drop(x + self.wpe(positions))  # (B, t, d)
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(self.blocks if n_blocks is None else self.blocks[:n_blocks]):
             if trace is not None:
                 trace.hidden.append(x)
             x = block(x, cache=cache[i] if cache else None, mask=mask,
                       weights=trace.attentions if trace is not None else None)
-        return self.ln_f(x)
+        return self.ln_f(x) if n_blocks is None else x
 
     def attention_mask(self, B: int, t: int, cache: list[KVCache] | None, key_padding_mask: Tensor | None,
                        device) -> Tensor | None:

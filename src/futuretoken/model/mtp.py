@@ -11,11 +11,14 @@ Every head's path is n_layer blocks deep, so the init scales residual projection
 Loss, per position: the sum over heads of their cross-entropies (a target past an
 end-of-text token is masked, as for FTP), averaged over positions (`loss.per_position`).
 
-`mtp_backward = "sequential"` is the paper's memory-saving order (its Fig. 2): each extra head
-runs forward and backward at once from a detached z, so only one head's activations exist at
-a time; the gradients it leaves on z and on the parameters wait (summed) for the main
-backward, which scales them by the incoming gradient (the loss is linear in each head's sum).
-The same loss and gradients as "joint", without recomputation.
+`mtp_backward = "sequential"` is the paper's memory-saving order (its Fig. 2): the trunk runs
+forward, then each head (head 1 included) runs forward and backward at once from a detached z,
+so only one head's activations and logits exist at a time; the gradients the heads leave on z
+and on their parameters wait (summed) for the main backward, which scales them by the incoming
+gradient (the loss is linear in each head's sum) and carries z's on through the trunk. The same
+loss and gradients as "joint", without recomputation; the price is one gradient buffer per
+parameter the heads use, held from the forward on (the paper's implementation accumulates
+them into .grad at that point).
 """
 
 from __future__ import annotations
@@ -52,8 +55,10 @@ class MTP(GPT):
         return trace.hidden[-1], h
 
     def head_features(self, z: Tensor, k: int, cache: KVCache | None = None, mask: Tensor | None = None) -> Tensor:
-        """Head k >= 2 on trunk states z (B, t, d) -> features (B, t, d) after the shared final norm."""
-        return self.encoder.ln_f(self.heads[k - 2](z, cache=cache, mask=mask))
+        """Head k on trunk states z (B, t, d) -> features (B, t, d) after the shared final norm. Head 1
+        is the encoder's last block (its cache is the encoder's: incremental passes use trunk_and_head1)."""
+        block = self.encoder.blocks[-1] if k == 1 else self.heads[k - 2]
+        return self.encoder.ln_f(block(z, cache=cache, mask=mask))
 
     def future_features(self, tokens: Tensor) -> Tensor:
         """tokens (B, T) -> (B, T, N, d): what head k sees at position t, for k = 1..N."""
@@ -73,21 +78,20 @@ class MTP(GPT):
 
         if N == 1:
             return per_position(head_loss(self.encoder(tokens[:, :-1])[:, :, None], 1))
-        extra = [p for p in [*self.heads.parameters(), *self.encoder.ln_f.parameters(), W] if p.requires_grad]
-        if c.mtp_backward == "joint" or not torch.is_grad_enabled() or not extra:
+        heads = [*self.encoder.blocks[-1].parameters(), *self.heads.parameters(), *self.encoder.ln_f.parameters(), W]
+        params = [p for p in heads if p.requires_grad]
+        if c.mtp_backward == "joint" or not torch.is_grad_enabled() or not params:
             return per_position(head_loss(self.future_features(tokens[:, :-N]), 1, N))
-        z, h = self.trunk_and_head1(tokens[:, :-N])  # (B, T, d) each
-        first = head_loss(h[:, :, None], 1)
-        rest, ce_sum, n_targets = _SequentialHeads.apply(
-            lambda zk, k: head_loss(self.head_features(zk, k)[:, :, None], k), N, z, *extra)
-        return per_position(LossOutput(first.weighted_sum + rest, first.weight, torch.cat([first.ce_sum, ce_sum]),
-                                       torch.cat([first.n_targets, n_targets])))
+        z = self.encoder(tokens[:, :-N], n_blocks=c.n_layer - 1)  # (B, T, d): the trunk, the last block's input
+        total, ce_sum, n_targets = _SequentialHeads.apply(
+            lambda zk, k: head_loss(self.head_features(zk, k)[:, :, None], k), N, z, *params)
+        return per_position(LossOutput(total, n_targets[0].to(total.dtype), ce_sum, n_targets))
 
 
 class _SequentialHeads(torch.autograd.Function):
-    """Heads 2..N run forward and backward one after another from a detached z, during forward.
+    """Heads 1..N run forward and backward one after another from a detached z, during forward.
 
-    forward(head_loss, N, z (B, T, d), *params) -> (summed CE of heads 2..N, ce_sum (N-1,), n_targets (N-1,)),
+    forward(head_loss, N, z (B, T, d), *params) -> (summed CE of heads 1..N, ce_sum (N,), n_targets (N,)),
     where head_loss(z, k) is head k's LossOutput and params are every parameter the heads use that
     needs a gradient. Only the summed gradients of z and of params are kept for backward.
     """
@@ -96,7 +100,7 @@ class _SequentialHeads(torch.autograd.Function):
     def forward(ctx, head_loss, N: int, z: Tensor, *params: Tensor):
         grads = [torch.zeros_like(z)] + [torch.zeros_like(p) for p in params]
         total, ce_sum, n_targets = 0.0, [], []
-        for k in range(2, N + 1):
+        for k in range(1, N + 1):
             with torch.enable_grad():
                 zk = z.detach().requires_grad_()
                 out = head_loss(zk, k)

@@ -14,7 +14,7 @@ from torch.utils.checkpoint import checkpoint
 CHOICES = ("none", "decoder", "all")
 
 
-def _checkpoint_each(blocks: nn.ModuleList) -> None:
+def _checkpoint_each(blocks) -> None:
     for block in blocks:
         forward = block.forward
 
@@ -24,11 +24,23 @@ def _checkpoint_each(blocks: nn.ModuleList) -> None:
         block.forward = checkpointed
 
 
+def beside_encoder(model: nn.Module) -> list[nn.Module]:
+    """The blocks a model type runs beside its encoder: FTP's decoder, MTP's heads 2..N, MTP-seq's modules."""
+    if hasattr(model, "dec_blocks"):
+        return list(model.dec_blocks)
+    if hasattr(model, "heads"):
+        return list(model.heads)
+    if hasattr(model, "mtp"):
+        return [module.block for module in model.mtp]
+    return []
+
+
 def apply_activation_checkpointing(model: nn.Module, which: str) -> None:
-    """which: "none", "decoder" (FTP's decoder blocks) or "all" (encoder and decoder blocks)."""
+    """which: "none", "decoder" (the blocks beside the encoder: FTP's decoder, MTP's extra heads, MTP-seq's
+    modules) or "all" (those and the encoder's blocks)."""
     if which not in CHOICES:
         raise ValueError(f"activation_checkpointing='{which}' is unknown; choose one of {', '.join(CHOICES)}")
-    if which in ("decoder", "all") and hasattr(model, "dec_blocks"):
-        _checkpoint_each(model.dec_blocks)
+    if which in ("decoder", "all"):
+        _checkpoint_each(beside_encoder(model))
     if which == "all":
         _checkpoint_each(model.encoder.blocks)
