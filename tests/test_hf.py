@@ -244,14 +244,15 @@ def test_auto_tokenizer_round_trips(runs, kind):
     assert batch["attention_mask"][0, -1] == 0  # right padding
 
 
-def test_trust_remote_code_without_importing_futuretoken_hf(runs, tmp_path):
+@pytest.mark.parametrize("remote", ["ftp", "mtp_seq"])
+def test_trust_remote_code_without_importing_futuretoken_hf(runs, tmp_path, remote):
     """A fresh process loads the folder through its own modeling_futuretoken.py (auto_map)."""
-    ours = ft.load(runs / "ftp")
+    ours = ft.load(runs / remote)
     idx = torch.tensor([ours.tokenizer.encode(TEXTS[1])])
     script = (
         "import sys, torch\n"
         "from transformers import AutoModel, AutoModelForCausalLM\n"
-        f"path, idx = {str(runs / 'hf-ftp')!r}, torch.tensor({idx.tolist()})\n"
+        f"path, idx = {str(runs / f'hf-{remote}')!r}, torch.tensor({idx.tolist()})\n"
         "lm = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)\n"
         "base = AutoModel.from_pretrained(path, trust_remote_code=True)\n"
         "assert 'futuretoken.hf' not in sys.modules, 'remote code should not need futuretoken.hf'\n"
