@@ -251,6 +251,20 @@ def test_a_tampered_model_config_is_refused_before_a_model_is_built(trained_runs
         load_model(ckpt)
 
 
+@pytest.mark.parametrize("kind", ["mtp", "mtp_seq"])
+@pytest.mark.parametrize("field,value,message", [
+    ("horizon", 9, "the weights do not match the model config"),  # heads / modules the weights do not hold
+    ("mtp_lambda", float("nan"), "model.mtp_lambda=nan is not a valid float"),
+    ("mtp_backward", "both", "mtp_backward='both' is unknown"),
+])
+def test_a_tampered_multi_token_config_is_refused(trained_runs, tmp_path, kind, field, value, message):
+    ckpt = copy_checkpoint(trained_runs / kind, tmp_path / "ckpt")
+    rewrite_meta(ckpt, model_config={**json.loads((ckpt / "meta.json").read_text())["model_config"], field: value})
+    with pytest.raises(CheckpointError, match=message):
+        load_model(ckpt)
+    assert load_model(trained_runs / kind).model_type == kind  # the untampered run loads
+
+
 def test_a_tampered_safetensors_header_is_a_checkpoint_error(trained_runs, tmp_path):
     ckpt = copy_checkpoint(trained_runs / "ftp", tmp_path / "ckpt")
     weights = ckpt / "model.safetensors"
@@ -288,6 +302,10 @@ def test_a_sharded_checkpoint_never_unpickles_code(trained_runs, tmp_path):
     ("train.max_steps=1e400", "train.max_steps=inf is not a valid int"),
     ("model.bias=1", "model.bias=1 is not a valid bool; give true or false"),
     ("data.val_fraction=nan", "data.val_fraction=nan is not a valid float"),
+    ("model.mtp_lambda=inf", "model.mtp_lambda=inf is not a valid float"),
+    ("model.mtp_lambda=-1", "mtp_lambda=-1.0 must be >= 0"),
+    ("model.mtp_backward=true", "mtp_backward='True' is unknown"),
+    ("train.model=mtp3", "train.model='mtp3' is unknown; choose one of gpt, ftp, mtp, mtp_seq"),
 ])
 def test_config_values_that_would_break_training_are_refused(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -337,6 +355,7 @@ MODEL_FIELDS = st.fixed_dictionaries({}, optional={
     "horizon": st.integers(-2, 12), "gamma": st.floats(-1, 2) | st.just(float("nan")), "pseudo_len": st.integers(-2, 16),
     "dec_layer": st.integers(-2, 4), "dec_head": st.integers(-2, 20), "dropout": st.floats(-1, 2),
     "decoder_fraction": st.floats(-1, 2), "eot_token": st.none() | st.integers(-3, 70000),
+    "mtp_lambda": st.floats(-1, 2) | st.just(float("inf")), "mtp_backward": st.sampled_from(["sequential", "joint", "x"]),
 })
 
 
@@ -349,6 +368,7 @@ def test_model_config_is_valid_or_a_config_error(fields):
         assert str(err)
         return
     assert cfg.n_embd % cfg.n_head == 0 and 0 < cfg.gamma <= 1
+    assert 0 <= cfg.mtp_lambda < float("inf") and cfg.mtp_backward in ("sequential", "joint")
 
 
 @settings(max_examples=200, deadline=None)
