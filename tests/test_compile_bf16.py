@@ -1,13 +1,16 @@
 """The fast paths compute the same thing: torch.compile equals eager; bf16 autocast is close to fp32."""
 
+import pytest
 import torch
 
 import futuretoken as ft
 from conftest import tiny_config
 
 
-def test_compiled_loss_and_gradients_equal_eager(device):
-    model = ft.FTP(tiny_config(block_size=16, n_layer=1, dec_layer=1)).to(device)
+@pytest.mark.parametrize("cls", [ft.FTP, ft.MTP, ft.MTPSeq])
+def test_compiled_loss_and_gradients_equal_eager(device, cls):
+    """MTP's sequential head backward (an autograd function that runs backward inside forward) included."""
+    model = cls(tiny_config(block_size=16, n_layer=2 if cls is ft.MTP else 1, dec_layer=1)).to(device)
     tokens = torch.randint(0, 64, (2, 16 + model.horizon), device=device)
     compiled = torch.compile(model.loss)(tokens)
     compiled.total.backward()
@@ -22,7 +25,7 @@ def test_compiled_loss_and_gradients_equal_eager(device):
 
 
 def test_bf16_autocast_loss_is_close_to_fp32(device):
-    for cls in (ft.GPT, ft.FTP):
+    for cls in (ft.GPT, ft.FTP, ft.MTP, ft.MTPSeq):
         model = cls(tiny_config(vocab_size=512)).to(device)
         tokens = torch.randint(0, 512, (4, 32 + model.horizon), device=device)
         fp32 = model.loss(tokens)

@@ -184,10 +184,14 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=300)
 
 
-@pytest.mark.parametrize("parallel,accum", [("ddp", 1), ("fsdp", 1), ("fsdp", 2)])
-def test_two_processes_match_one_process(eot_data_dir, tmp_path, parallel, accum):
-    """With accum 2, FSDP reduces gradients only after the second micro-step: the result must not change."""
-    config = write_toml(run_config(eot_data_dir, tmp_path / "x", max_steps=4, dtype="float64"), tmp_path / "run.toml")
+@pytest.mark.parametrize("parallel,accum,model", [("ddp", 1, "ftp"), ("fsdp", 1, "ftp"), ("fsdp", 2, "ftp"),
+                                                  ("ddp", 1, "mtp"), ("fsdp", 2, "mtp"), ("fsdp", 1, "mtp_seq")])
+def test_two_processes_match_one_process(eot_data_dir, tmp_path, parallel, accum, model):
+    """With accum 2, FSDP reduces gradients only after the second micro-step: the result must not change.
+    MTP's sequential head backward computes its heads' gradients inside the loss: DDP and FSDP must
+    still reduce them."""
+    config = write_toml(run_config(eot_data_dir, tmp_path / "x", model, max_steps=4, dtype="float64"),
+                        tmp_path / "run.toml")
     common = ["--config", str(config), "model.dropout=0.0"]
     single = run_cli("train", *common, "train.batch_size=8", f"train.out_dir={tmp_path / 'one'}")
     assert single.returncode == 0, single.stderr

@@ -98,8 +98,11 @@ def wrap(module: nn.Module, info: DistInfo, device: torch.device, parallel: str,
         from torch.distributed._composable.fsdp import MixedPrecisionPolicy, fully_shard
     policy = MixedPrecisionPolicy(param_dtype=amp, reduce_dtype=torch.float32) if amp else MixedPrecisionPolicy()
     # Encoder blocks are sharded one by one; the decoder (small, and whose cross-attention
-    # keys are computed outside its blocks' forward) stays with the root group.
-    for block in module.model.encoder.blocks:
+    # keys are computed outside its blocks' forward) stays with the root group, and so do MTP's
+    # heads, head 1 (the encoder's last block) included: the sequential head backward passes
+    # their parameters into one autograd function, so they must be gathered for the whole loss.
+    blocks = module.model.encoder.blocks
+    for block in blocks[:-1] if getattr(module.model, "model_type", "") == "mtp" else blocks:
         fully_shard(block, mp_policy=policy)
     fully_shard(module, mp_policy=policy)
     return module
