@@ -36,8 +36,7 @@ def demo_experiment(steps: int = DEMO_STEPS, device: str = "auto") -> Experiment
                   "ckpt_interval": every, "keep_every": every, "log_interval": max(1, steps // 60), "device": device},
         "experiment": {"seeds": [0], "workers": 2},
         "arms": {"gpt": {"train": {"model": "gpt"}}, "ftp": {"train": {"model": "ftp"}}},
-        # E1-E5 at demo scale: a few minutes on 2 cores for both models and one random-init floor.
-        # E4 and E5 at demo scale (E5 without the Brown set, which needs npm), one random-init floor.
+        # E1-E5 at demo scale, a few minutes on 2 cores: E5 without the Brown set (it needs npm), one random-init floor.
         "suite": {"eval_batches": 6, "trajectory_batches": 2, "probe_windows": 128, "smooth_per_document": 10,
                   "smooth_min_windows": 60, "coherence_prompts": 30, "coherence_new_tokens": 48,
                   "datasets": ["bbc", "rotten_tomatoes"], "labelled_limit": 1000, "probe_pools": ["mean"],
