@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -195,11 +196,49 @@ def controls(results: dict) -> list[str]:
                        f"cross-document {_mean_se([e['summary']['cross_document']['mean'] for e in e3])}, "
                        f"raw (uncentred) {_mean_se([e['raw_adjacent'] for e in e3])}; "
                        f"E2 R² {_mean_se([p[side]['E2']['r2'] for p in pairs])}%")
+    out += coherence_controls(results) + task_controls(results)
     for arm, floors in results.get("floors", {}).items():
         if floors:
             out.append(f"- random-init floor ({arm}'s shape, {len(floors)} init seeds): E3 excess "
                        f"{_mean_se([f['E3']['summary']['excess']['mean'] for f in floors])}, E2 R² "
                        f"{_mean_se([f['E2']['r2'] for f in floors])}%")
+    return out
+
+
+E4_COLUMNS = ("cosine", "drift", "copy_3gram", "longest_copy", "distinct_1", "distinct_2")
+
+
+def coherence_controls(results: dict) -> list[str]:
+    """E4 placed between its references (another document's continuation, the real one, word salad), with
+    the copy and repetition controls: a model that scores by copying its prompt shows here."""
+    rows = []
+    calibration = results.get("coherence_calibration")
+    for name, key in (("real continuation (ceiling)", "ceiling"), ("another document's continuation (floor)", "floor"),
+                      ("word salad", "word_salad")):
+        if calibration:
+            rows.append([name, *(_fmt(calibration[key]["mean"][c]) for c in E4_COLUMNS)])
+    for arm, pairs in results["pairs"].items():
+        for label, side in ((arm, "ftp"), (f"{results['baseline']} (matched to {arm})", "gpt")):
+            e4 = [p[side]["E4"]["mean"] for p in pairs if "cosine" in p[side].get("E4", {}).get("mean", {})]
+            if e4:
+                rows.append([label, *(_mean_se([m[c] for m in e4]) for c in E4_COLUMNS)])
+    if not rows:
+        return []
+    return ["", "E4 references and controls (means over prompts; models: mean ± SE over seeds). Drift is the slope "
+            "of the cosine over continuation windows; copy is the share of prompt 3-grams repeated and the longest "
+            "copied run (words); distinct-n measures repetition:", "",
+            markdown_table(["text", "cosine", "drift", "copy 3-gram", "longest copy", "distinct-1", "distinct-2"], rows),
+            ""]
+
+
+def task_controls(results: dict) -> list[str]:
+    """The toy tasks at equal training compute: each arm's kept checkpoint closest to the baseline's FLOPs."""
+    out = []
+    for task, result in (results.get("tasks") or {}).items():
+        for arm, at in result.get("equal_compute", {}).items():
+            scores = ", ".join(f"{setting} {_mean_se(v)}" for setting, v in at.items() if setting != "steps")
+            out.append(f"- {task} at equal training compute: {arm} at step(s) {', '.join(map(str, at['steps']))} "
+                       f"of {result['max_steps']} (the baseline's FLOPs at its last step): pass@1 {scores}.")
     return out
 
 
@@ -223,7 +262,8 @@ def plot_comparison(results: dict, out_dir: Path) -> None:
             if not math.isnan(lo):
                 ax.errorbar([0.3], [r["test"]["diff"]], yerr=[[r["test"]["diff"] - lo], [hi - r["test"]["diff"]]],
                             fmt="s", capsize=4, label="mean, 95% CI")
-            ax.set(title=f"{r['claim']} ({r['arm']})\n{r['verdict']}", xticks=[], ylabel="arm − baseline")
+            title = textwrap.fill(f"{r['label'].split(' (')[0]} ({r['arm']})", 44)
+            ax.set(title=f"{title}\n{r['verdict']}", xticks=[], ylabel="arm − baseline")
             ax.title.set_fontsize(8)
         save_figure(fig, axes, out_dir / "claims.png", dpi=90)
     fig, axes = subplots(2, 12)
