@@ -312,6 +312,18 @@ def test_resume_refuses_another_model_type_or_shape(data_dir, tmp_path):
         Trainer(other, resume=True)
 
 
+def test_resume_accepts_a_checkpoint_written_before_newer_model_fields(data_dir, tmp_path):
+    """A field added to ModelConfig later (e.g. mtp_lambda) is absent from older checkpoints: it takes its
+    default, as when such a checkpoint is loaded, instead of counting as a different config."""
+    train(run_config(data_dir, tmp_path / "run", model="gpt", max_steps=4))
+    (ckpt,) = list_checkpoints(tmp_path / "run")
+    meta_path = ckpt / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["model_config"]["mtp_lambda"], meta["model_config"]["mtp_backward"]
+    meta_path.write_text(json.dumps(meta))
+    Trainer(run_config(data_dir, tmp_path / "run", model="gpt", max_steps=6), resume=True).close()
+
+
 def test_resume_refuses_another_vocabulary(data_dir, tmp_path):
     train(run_config(data_dir, tmp_path / "run", model="gpt", max_steps=4))
     other_data = tmp_path / "other"

@@ -35,7 +35,7 @@ from ..checkpoint import (
     temporary_checkpoint_dir,
     temporary_checkpoint_path,
 )
-from ..config import ConfigError, DataConfig, RunConfig
+from ..config import ConfigError, DataConfig, ModelConfig, RunConfig
 from ..data import TokenShards, WindowSampler, prepare
 from ..data.shards import MANIFEST, data_identity
 from ..data.tokenizer import TOKENIZER_FILE
@@ -177,7 +177,8 @@ class Trainer:
                 f"{ckpt} holds a '{meta['model_type']}' model but the config trains '{self.cfg.train.model}'; "
                 "set train.model to match, or use another out_dir"
             )
-        saved, wanted = meta["model_config"], self.cfg.model.to_dict()
+        # Fields added since the checkpoint was written take their defaults, as when loading it.
+        saved, wanted = ModelConfig.from_dict(meta["model_config"]).to_dict(), self.cfg.model.to_dict()
         diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
         if diff:
             raise CheckpointError(
