@@ -33,7 +33,7 @@ def test_generate_from_a_prompts_file(runs, tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (("gpt", "alpha", "--strategy", "speculative"), "needs an FTP model"),
+        (("gpt", "alpha", "--strategy", "speculative"), "needs a model that drafts several tokens"),
         (("ftp", ""), "empty"),
         (("ftp", "alpha", "--temperature", "-1"), "temperature"),
         (("ftp", "alpha", "--top-p", "1.5"), "top_p"),

@@ -125,6 +125,10 @@ def test_experiment_files_parse_and_pair_their_arms():
         runs = [experiment.run_config(arm, 0, Path("x")) for arm in experiment.arms]
         assert {r.train.model for r in runs} == ({"gpt", "ftp", "mtp", "mtp_seq"} if experiment is gpu else {"gpt", "ftp"})
         assert len({(r.train.max_steps, r.train.batch_size, r.train.lr) for r in runs}) == 1  # same budget
+    ablation = Experiment.load(root / "cpu-decoder-start.toml")  # re-uses cpu.toml's runs: same configs
+    assert all(ablation.run_config(arm, s, Path("x")) == cpu.run_config(arm, s, Path("x"))
+               for arm in cpu.arms for s in cpu.settings.seeds) and ablation.settings.seeds == cpu.settings.seeds
+    assert ablation.run_config("ftp-learned", 0, Path("x")).model.decoder_start == "learned"
     learned = gpu.run_config("ftp-learned", 0, Path("x"))
     assert learned.model.decoder_start == "learned" and gpu.run_config("ftp", 0, Path("x")).model.decoder_start == "current"
     assert not gpu.suite.coherence_judge  # the judge's weights do not travel to the GPU machine

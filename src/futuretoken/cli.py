@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
 
-    p = sub.add_parser("train", help="train a GPT or FTP model (torchrun-ready)")
+    p = sub.add_parser("train", help="train a GPT, FTP, MTP or MTP-seq model (torchrun-ready)")
     p.add_argument("--config", default=None, help="TOML file with [model], [data], [train] tables")
     p.add_argument("--resume", action="store_true", help="continue from the run's newest valid checkpoint")
     p.add_argument("--help-config", action="store_true", help="list every config key with its default")
