@@ -213,10 +213,10 @@ def coherence_controls(results: dict) -> list[str]:
     the copy and repetition controls: a model that scores by copying its prompt shows here."""
     rows = []
     calibration = results.get("coherence_calibration")
-    for name, key in (("real continuation (ceiling)", "ceiling"), ("another document's continuation (floor)", "floor"),
-                      ("word salad", "word_salad")):
-        if calibration:
-            rows.append([name, *(_fmt(calibration[key]["mean"][c]) for c in E4_COLUMNS)])
+    if calibration:
+        rows += [[name, *(_fmt(calibration[key]["mean"][c]) for c in E4_COLUMNS)]
+                 for name, key in (("real continuation (ceiling)", "ceiling"),
+                                   ("another document's continuation (floor)", "floor"), ("word salad", "word_salad"))]
     for arm, pairs in results["pairs"].items():
         for label, side in ((arm, "ftp"), (f"{results['baseline']} (matched to {arm})", "gpt")):
             e4 = [p[side]["E4"]["mean"] for p in pairs if "cosine" in p[side].get("E4", {}).get("mean", {})]

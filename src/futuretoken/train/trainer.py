@@ -35,7 +35,7 @@ from ..checkpoint import (
     temporary_checkpoint_dir,
     temporary_checkpoint_path,
 )
-from ..config import ConfigError, DataConfig, ModelConfig, RunConfig
+from ..config import ConfigError, DataConfig, RunConfig
 from ..data import TokenShards, WindowSampler, prepare
 from ..data.shards import MANIFEST, data_identity
 from ..data.tokenizer import TOKENIZER_FILE
@@ -171,15 +171,15 @@ class Trainer:
             if existing:
                 raise CheckpointError(f"no checkpoint in {self.run_dir} passed its checksum; cannot resume")
             return None  # nothing saved yet: --resume starts from scratch
-        meta, _ = read_checkpoint(ckpt, verify=False)  # latest_valid_checkpoint has just verified it
+        meta, saved_config = read_checkpoint(ckpt, verify=False)  # latest_valid_checkpoint has just verified it
         if meta["model_type"] != self.cfg.train.model:
             raise CheckpointError(
                 f"{ckpt} holds a '{meta['model_type']}' model but the config trains '{self.cfg.train.model}'; "
                 "set train.model to match, or use another out_dir"
             )
-        # Fields added since the checkpoint was written take their defaults, as when loading it.
-        saved, wanted = ModelConfig.from_dict(meta["model_config"]).to_dict(), self.cfg.model.to_dict()
-        diff = {k: (saved.get(k), v) for k, v in wanted.items() if saved.get(k) != v}
+        # The checked config, in which fields added since the checkpoint was written take their defaults.
+        saved, wanted = saved_config.to_dict(), self.cfg.model.to_dict()
+        diff = {k: (saved[k], v) for k, v in wanted.items() if saved[k] != v}
         if diff:
             raise CheckpointError(
                 f"{ckpt} was trained with a different model config {diff} (saved, now); "
