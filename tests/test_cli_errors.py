@@ -97,10 +97,10 @@ def test_input_files_that_are_folders_or_malformed_name_the_file(run, tmp_path, 
 
 def test_a_malformed_tokenizer_in_a_run_names_the_file(run, tmp_path, capsys):
     broken = Path(shutil.copytree(run, tmp_path / "run"))
-    for text, problem in (("[1]", "not a tokenizers JSON file"), ("{", "is not valid JSON")):
+    for text in ("[1]", "{"):  # not the tokenizer the run was trained with, whatever else is wrong with it
         (broken / "tokenizer.json").write_text(text)
         code, err = cli(capsys, "generate", broken, "alpha")
-        assert code == 2 and f"{broken / 'tokenizer.json'}" in err and problem in err, err
+        assert code == 2 and f"{broken / 'tokenizer.json'} is not the tokenizer" in err and "Fix: copy" in err, err
 
 
 def test_embed_reports_the_file_it_wrote(run, tmp_path, capsys):

@@ -127,8 +127,10 @@ def cmd_summary(args) -> None:
 
 
 def cmd_data(args) -> None:
+    from .checkpoint import output_dir
     from .data import prepare
 
+    output_dir(args.out, "data folder", run_folder_ok=False)  # never into a run folder: its tokenizer.json is the run's
     manifest = prepare(corpus=args.corpus, tokenizer=args.tokenizer, out_dir=args.out,
                        val_fraction=args.val_fraction, seed=args.seed)
     splits = {s: manifest[s]["tokens"] for s in ("train", "val")}
@@ -221,12 +223,12 @@ def _write_json(path: str | None, result: dict) -> None:
 
 
 def cmd_bench(args) -> None:
+    from .checkpoint import output_dir
     from .devices import resolve_device
-    from .files import writable_dir
 
     device = str(resolve_device(args.device))
     if args.json:  # checked before the benchmark runs, not after
-        writable_dir(Path(args.json).parent, "--json folder")
+        output_dir(Path(args.json).parent, "--json folder")
     if args.bench_command == "train":
         from .bench.train import bench_train, format_table
 

@@ -232,12 +232,20 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class DataConfig:
-    """Where training tokens come from; `dir` is prepared from `corpus` and `tokenizer` if missing."""
+    """Where training tokens come from: the prepared folder `dir`.
+
+    `corpus`, `tokenizer` and `val_fraction` say what `dir` holds. Left unset (None), the folder is
+    used as it was prepared (and, when it has no manifest yet, prepared from the defaults below).
+    Set, they are a promise the folder's manifest must keep: a folder prepared from another corpus,
+    tokenizer or split is refused, never trained on silently.
+    """
+
+    DEFAULTS = {"corpus": "builtin:prose", "tokenizer": "bpe:4096", "val_fraction": 0.05}
 
     dir: str = "runs/data/prose-bpe4096"
-    corpus: str = "builtin:prose"
-    tokenizer: str = "bpe:4096"
-    val_fraction: float = 0.05
+    corpus: str | None = None  # None: whatever `dir` holds (builtin:prose when it must be prepared)
+    tokenizer: str | None = None  # None: whatever `dir` holds (bpe:4096 when it must be prepared)
+    val_fraction: float | None = None  # None: whatever `dir` holds (0.05 when it must be prepared)
     verify: bool = True  # re-hash every shard against the manifest when training starts
 
     def __post_init__(self) -> None:
@@ -245,12 +253,22 @@ class DataConfig:
 
     def validate(self) -> None:
         check_types(self, "data")
-        if not 0.0 < self.val_fraction < 1.0:
+        if self.val_fraction is not None and not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction={self.val_fraction} must be in (0, 1)")
+
+    def preparation(self) -> dict[str, Any]:
+        """The corpus, tokenizer and val_fraction to prepare `dir` from: the set ones, else the defaults."""
+        return {key: default if getattr(self, key) is None else getattr(self, key)
+                for key, default in self.DEFAULTS.items()}
 
 
 # What train.model may name (futuretoken.model.MODELS maps each to its class; config sits below model).
 MODEL_TYPES = ("gpt", "ftp", "mtp", "mtp_seq")
+
+# The seeds every consumer accepts: torch.manual_seed takes [-2**63, 2**64), numpy's SeedSequence
+# (train/trainer.py process_seed, the window sampler) only integers >= 0, and TOML integers are
+# signed 64-bit: [0, 2**63 - 1] is what all of them take.
+SEED_MAX = 2**63 - 1
 
 
 @dataclass
@@ -303,6 +321,9 @@ class TrainConfig:
             raise ConfigError(f"train.grad_clip={self.grad_clip} must be >= 0 (0 disables clipping)")
         if self.keep_every < 0:
             raise ConfigError(f"train.keep_every={self.keep_every} must be >= 0 (0 keeps only the last keep_last)")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise ConfigError(f"train.seed={self.seed} is outside [0, {SEED_MAX}] (0 to 2**63 - 1); "
+                              "give a seed in that range")
         if self.warmup_steps < 0:
             raise ConfigError(f"train.warmup_steps={self.warmup_steps} must be >= 0")
         if self.dtype not in ("auto", "float32", "bfloat16", "float64"):

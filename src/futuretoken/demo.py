@@ -15,10 +15,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_model, read_metrics
+from .checkpoint import load_model, output_dir, read_metrics
 from .devices import resolve_device
 from .eval.render import markdown_table, mean_train_tokens_per_s, plot_loss_curves
-from .files import writable_dir
 from .infer import SamplingConfig, generate_text
 from .reproduce import Experiment, reproduce
 
@@ -52,7 +51,7 @@ def _samples(model) -> list[str]:
 
 
 def run_demo(out_dir: str | Path = "runs/demo", steps: int | None = None, device: str = "auto") -> Path:
-    out_dir = writable_dir(out_dir, "demo folder")
+    out_dir = output_dir(out_dir, "demo folder")
     experiment = demo_experiment(steps or DEMO_STEPS, device)
     started = time.perf_counter()
     paper = reproduce(experiment, out_dir, device)

@@ -21,12 +21,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import output_dir
 from .config import ConfigError, RunConfig, build, read_toml
 from .eval.claims import GateSettings
 from .eval.compare import compare_runs
 from .eval.suite import SuiteSettings
 from .eval.tasks import TaskSettings, run_tasks
-from .files import writable_dir
 from .train import ensure_data, train_all
 
 RESERVED = ("paper", "tasks")  # OUT/paper holds the comparison, OUT/tasks the toy tasks; OUT/ARM the arms' runs
@@ -86,8 +86,8 @@ class Experiment:
         values["model"] = {**values["model"], **self.arms[arm].get("model", {}), **(model_overrides or {})}
         values["train"] = {**values["train"], **self.arms[arm].get("train", {}), **(train_overrides or {}),
                            "seed": seed, "out_dir": str(out_dir / arm / f"seed-{seed}")}
-        if data_dir is not None:
-            values["data"] = {**values["data"], "dir": str(data_dir)}
+        if data_dir is not None:  # a task's own data folder: what it holds, not the experiment's corpus
+            values["data"] = {"dir": str(data_dir), "verify": values["data"]["verify"]}
         return RunConfig.from_dict(values)
 
 
@@ -100,7 +100,7 @@ def _tuples(values: dict | None, *keys: str) -> dict | None:
 
 def reproduce(experiment: Experiment, out_dir: str | Path, device: str | None = None) -> Path:
     """Train every arm and seed, the toy tasks, then compare: DIR/paper/report.md (+ DIR/timing.json)."""
-    out_dir = writable_dir(out_dir, "--out folder")
+    out_dir = output_dir(out_dir, "--out folder")
     device = device or experiment.run.train.device
     seeds, settings = experiment.settings.seeds, experiment.settings
 

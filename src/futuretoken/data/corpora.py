@@ -36,6 +36,11 @@ LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
 STDLIB_SKIP = {"test", "tests", "idlelib", "site-packages", "__pycache__"}
 HF_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
 DATA_EXTRA = "pip install 'futuretoken[data]'"
+# The longest line read_texts accepts: far above any prompt or text a model reads, low enough that
+# a file that is not one text per line (a 650 MB one-line dump) is refused before it fills memory.
+MAX_LINE_CHARS = 1_000_000
+JSON_TYPES = {int: "an int", float: "a float", bool: "a bool", list: "a list", dict: "an object",
+              type(None): "null"}
 
 
 def iter_documents(spec: str | os.PathLike = "builtin:prose") -> Iterator[str]:
@@ -143,15 +148,46 @@ def _read_utf8(path: Path) -> str:
 
 
 def read_texts(path: str | os.PathLike) -> list[str]:
-    """The texts of a file named on the command line: the "text" field of each line of a .jsonl
-    file, else each non-empty line of a UTF-8 text file."""
+    """The texts of a file named on the command line, one per line and in order (embed's output
+    row i is line i): the "text" field of each line of a .jsonl file, else each line of a UTF-8
+    text file. Blank lines and empty texts are refused, not skipped, so rows never shift."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{path} {not_a_file(p)}. Fix: give a .txt file (one text per line) or a .jsonl file "
                         "with a 'text' field")
-    if p.suffix == ".jsonl":
-        return list(_jsonl_documents(p, "text"))
-    return [line for line in _read_utf8(p).splitlines() if line.strip()]
+    texts, blank = [], []
+    for lineno, line in _capped_lines(p):
+        text = _jsonl_field(p, lineno, line, "text") if p.suffix == ".jsonl" and line.strip() else line
+        if not text.strip():
+            blank.append(lineno)
+        texts.append(text)
+    if blank:
+        where = ", ".join(map(str, blank[:5])) + (f" and {len(blank) - 5} more" if len(blank) > 5 else "")
+        what = "a blank line or an empty 'text'" if p.suffix == ".jsonl" else "a blank line"
+        raise DataError(f"{p} has {what} at line(s) {where}. Fix: each line is one text and gives one output "
+                        "row: remove blank lines.")
+    if not texts:
+        raise DataError(f"{p} is empty. Fix: write one text per line.")
+    return texts
+
+
+def _capped_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line without its newline) of a UTF-8 text file, read one line at a time so that
+    a huge file, or a huge line, is never held whole; a line over MAX_LINE_CHARS is a DataError."""
+    lineno = 0
+    try:
+        with open(path, encoding="utf-8") as f:
+            # readline(limit) stops after limit characters: one more than the cap tells a line over it.
+            while line := f.readline(MAX_LINE_CHARS + 1):
+                lineno += 1
+                line = line.removesuffix("\n")
+                if len(line) > MAX_LINE_CHARS:
+                    raise DataError(f"{path}:{lineno} is longer than {MAX_LINE_CHARS:,} characters, the most "
+                                    "one text may have. Fix: split it into several lines.")
+                yield lineno, line
+    except UnicodeDecodeError as e:  # the file is decoded in chunks: the line is where the chunk began
+        raise DataError(f"{path} is not UTF-8 text ({e.reason}, at or after line {lineno + 1}). "
+                        "Fix: convert it to UTF-8.") from None
 
 
 def _local_documents(spec: str) -> Iterator[str]:
@@ -169,20 +205,27 @@ def _jsonl_documents(path: Path, field: str) -> Iterator[str]:
     try:
         with open(path, encoding="utf-8") as f:  # streamed: a corpus need not fit in memory
             for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{lineno} is not valid JSON ({e.msg}). "
-                                    "Fix: write one JSON object per line.") from None
-                if not isinstance(row, dict) or not isinstance(row.get(field), str):
-                    keys = sorted(row) if isinstance(row, dict) else type(row).__name__
-                    raise DataError(f"{path}:{lineno} has no string field {field!r} (it has {keys}). "
-                                    f"Fix: name the text field as '{path}#FIELD'.")
-                yield row[field]
+                if line.strip():
+                    yield _jsonl_field(path, lineno, line, field)
     except UnicodeDecodeError as e:
         raise _not_utf8(path, e) from None
+
+
+def _jsonl_field(path: Path, lineno: int, line: str, field: str) -> str:
+    """The string `field` of the JSON object on line `lineno` of `path`, or a DataError saying what is wrong."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{lineno} is not valid JSON ({e.msg}). Fix: write one JSON object per line.") from None
+    if isinstance(row, dict) and field in row and not isinstance(row[field], str):
+        kind = JSON_TYPES.get(type(row[field]), type(row[field]).__name__)
+        raise DataError(f"{path}:{lineno} has no string field {field!r}: field {field!r} is {kind}, not a string. "
+                        f"Fix: write the text as a JSON string, or name another field as '{path}#FIELD'.")
+    if not isinstance(row, dict) or field not in row:
+        keys = sorted(row) if isinstance(row, dict) else type(row).__name__
+        raise DataError(f"{path}:{lineno} has no string field {field!r} (it has {keys}). "
+                        f"Fix: name the text field as '{path}#FIELD'.")
+    return row[field]
 
 
 def _parquet_documents(path: Path, column: str) -> Iterator[str]:

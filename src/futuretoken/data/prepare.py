@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,3 +145,50 @@ def _prepare(corpus: str, tokenizer: str, out: Path, val_fraction: float, shard_
     }
     atomic_write(out / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     return manifest
+
+
+def check_prepared_as(out_dir: str | Path, corpus: str | None = None, tokenizer: str | None = None,
+                      val_fraction: float | None = None) -> dict:
+    """The manifest of the prepared folder `out_dir`, after checking that it was prepared from
+    `corpus`, with `tokenizer` and `val_fraction` (each None: not checked). A folder prepared from
+    anything else is a DataError naming both sides and the fixes: training on it would train on
+    other text than the config names."""
+    out = Path(out_dir)
+    manifest = read_manifest(out)
+    differ = []
+    if corpus is not None and not _same_corpus(corpus, manifest.get("corpus")):
+        differ.append(f"corpus {manifest.get('corpus')!r} (asked: {corpus!r})")
+    if tokenizer is not None and not _same_tokenizer(tokenizer, manifest):
+        differ.append(f"tokenizer {manifest.get('tokenizer')!r} (asked: {tokenizer!r})")
+    if val_fraction is not None and manifest.get("val_fraction") != val_fraction:
+        differ.append(f"val_fraction {manifest.get('val_fraction')!r} (asked: {val_fraction!r})")
+    if differ:
+        raise DataError(
+            f"the data folder {out} was prepared from {', '.join(differ)}, so training on it would not train on "
+            "what the config asks for. Fix: set data.dir to a new folder (it is prepared there), or prepare this "
+            f"one again (futuretoken data prepare --out {out} ...; runs trained on it can then no longer resume), "
+            "or leave data.corpus, data.tokenizer and data.val_fraction unset to train on what the folder holds"
+        )
+    return manifest
+
+
+def _same_corpus(asked: str, prepared) -> bool:
+    """Specs name the same corpus: equal, or the same local path written differently (./a/ == a == /cwd/a)."""
+    if not isinstance(prepared, str):
+        return False
+    if asked == prepared:
+        return True
+    local = [not re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", spec) or spec.startswith("file:") for spec in (asked, prepared)]
+    return all(local) and len({os.path.abspath(spec.removeprefix("file:")) for spec in (asked, prepared)}) == 1
+
+
+def _same_tokenizer(asked: str, manifest: dict) -> bool:
+    """The spec names the folder's tokenizer: the same spec, or a tokenizer file with the same contents."""
+    if asked == manifest.get("tokenizer"):
+        return True
+    if asked.startswith("bpe:") or asked == "gpt2":
+        return False
+    try:
+        return build_tokenizer(asked).sha256 == manifest["tokenizer_sha256"]
+    except DataError:
+        return False

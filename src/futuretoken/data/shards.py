@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,9 @@ MANIFEST_KEYS = ("vocab_size", "eot_token", "dtype", "tokenizer_sha256", *SPLITS
 
 
 def read_manifest(out_dir: str | Path) -> dict:
+    """manifest.json of a prepared folder, after checking its fields and types. Shard names must be
+    the plain names prepare() writes ({split}_NNN.bin), so a manifest never leads a reader outside
+    its folder."""
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
         raise DataError(f"no {MANIFEST} in {out_dir}: the token shards are missing or incomplete. {REPREPARE}.")
@@ -89,7 +93,36 @@ def read_manifest(out_dir: str | Path) -> dict:
     missing = [k for k in MANIFEST_KEYS if k not in manifest] if isinstance(manifest, dict) else list(MANIFEST_KEYS)
     if missing:
         raise DataError(f"{path} is not a futuretoken manifest (it lacks {missing}). {REPREPARE}.")
+    if bad := _malformed_fields(manifest):
+        raise DataError(f"{path} is malformed: {'; '.join(bad)}. {REPREPARE}.")
     return manifest
+
+
+def _malformed_fields(manifest: dict) -> list[str]:
+    bad = []
+    if not (type(manifest["vocab_size"]) is int and 0 < manifest["vocab_size"] <= 1 << 32):
+        bad.append(f"vocab_size {manifest['vocab_size']!r} is not a positive integer")
+    elif not (type(manifest["eot_token"]) is int and 0 <= manifest["eot_token"] < manifest["vocab_size"]):
+        bad.append(f"eot_token {manifest['eot_token']!r} is not an id of the vocabulary")
+    if manifest["dtype"] not in ("uint16", "uint32"):
+        bad.append(f"dtype {manifest['dtype']!r} is not uint16 or uint32")
+    if not (isinstance(manifest["tokenizer_sha256"], str) and re.fullmatch(r"[0-9a-f]{64}", manifest["tokenizer_sha256"])):
+        bad.append("tokenizer_sha256 is not a sha256")
+    for split in SPLITS:
+        shards = manifest[split].get("shards") if isinstance(manifest[split], dict) else None
+        if not isinstance(shards, list):
+            bad.append(f"{split} has no list of shards")
+            continue
+        for shard in shards:
+            ok = (isinstance(shard, dict) and isinstance(shard.get("file"), str)
+                  and re.fullmatch(rf"{split}_\d{{3,}}\.bin", shard["file"])
+                  and type(shard.get("tokens")) is int and shard["tokens"] >= 0
+                  and isinstance(shard.get("sha256"), str))
+            if not ok:
+                bad.append(f"{split} shard {shard!r} is not {{file: {split}_NNN.bin, tokens, sha256}} "
+                           "(a shard is a file of this folder)")
+                break
+    return bad
 
 
 def data_identity(manifest: dict) -> str:

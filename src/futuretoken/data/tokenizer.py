@@ -15,7 +15,8 @@ import base64
 import hashlib
 import json
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..files import atomic_write, read_json
@@ -40,10 +41,24 @@ class Tokenizer:
         self.vocab_size: int = backend.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str) -> list[int]:
-        return self.backend.encode(text, add_special_tokens=False).ids
+        with _guard([text]):
+            return self._encode(text)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        """Encode many texts at once, in parallel threads (without character offsets: twice as fast)."""
+        """Encode many texts at once, in parallel threads."""
+        try:
+            with _guard(texts):
+                return self._encode_batch(texts)
+        except DataError:
+            for text in texts:  # one at a time, so the error names the text that fails
+                self.encode(text)
+            raise
+
+    def _encode(self, text: str) -> list[int]:
+        return self.backend.encode(text, add_special_tokens=False).ids
+
+    def _encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Without character offsets when the backend can: twice as fast."""
         encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
         return [e.ids for e in encode(texts, add_special_tokens=False)]
 
@@ -93,10 +108,10 @@ class TiktokenTokenizer(Tokenizer):
                                          special_tokens={EOT: len(ranks)}, explicit_n_vocab=len(ranks) + 1)
         self.eot_token, self.vocab_size = self.backend.eot_token, self.backend.n_vocab
 
-    def encode(self, text: str) -> list[int]:
+    def _encode(self, text: str) -> list[int]:
         return self.backend.encode(text, allowed_special="all")
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+    def _encode_batch(self, texts: list[str]) -> list[list[int]]:
         return self.backend.encode_batch(texts, allowed_special="all")
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -104,6 +119,29 @@ class TiktokenTokenizer(Tokenizer):
 
     def to_str(self) -> str:
         return json.dumps({"type": "tiktoken", "name": self.NAME, "ranks_sha256": self.RANKS_SHA256}, indent=2)
+
+
+@contextmanager
+def _guard(texts: list[str]) -> Iterator[None]:
+    """Turn a tokenizer's regex giving up on a text into a DataError that says which text and the fix.
+
+    The split regexes backtrack, and the Rust regex engine stops at a fixed stack limit on a long
+    run of one character class (about a million spaces for gpt2). tiktoken >= 0.13 raises a
+    ValueError then; older tiktoken, and other paths of the Rust libraries, panic: pyo3's
+    PanicException, a BaseException that would escape every `except Exception` as a traceback.
+    Each extension module has its own PanicException class, so it is matched by name.
+    """
+    try:
+        yield
+    except BaseException as e:
+        panic = type(e).__name__ == "PanicException"
+        if not panic and not (isinstance(e, ValueError) and str(e).startswith("Regex error while tokenizing")):
+            raise
+        text = max(texts, key=len, default="")  # in a batch, a guess: encode_batch then finds the text
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"the tokenizer failed on a text of {len(text):,} characters starting {text[:40]!r} "
+                        f"({reason}): its regex gives up on very long runs of one kind of character. Fix: split "
+                        "the text, or shorten its long runs of one character (e.g. collapse whitespace).") from None
 
 
 def train_bpe(documents: Iterable[str], vocab_size: int, length: int | None = None) -> Tokenizer:
@@ -127,11 +165,18 @@ def train_bpe(documents: Iterable[str], vocab_size: int, length: int | None = No
     return Tokenizer(tok)
 
 
+# Files beside a tokenizer.json that pin its sha256: a prepared corpus's manifest, a run's record.
+PINNED_BY = ("manifest.json", "run.json")
+
+
 def load_tokenizer(path: str | Path) -> Tokenizer:
-    """The tokenizer in a tokenizer.json, or in DIR/tokenizer.json (a prepared corpus or a run folder)."""
+    """The tokenizer in a tokenizer.json, or in DIR/tokenizer.json (a prepared corpus or a run folder).
+    A folder's tokenizer.json must be the one its manifest.json or run.json pins (by sha256): the
+    token ids of its shards or of its model mean text only under that tokenizer."""
     path = Path(path).expanduser()
     if path.is_dir():
         path = path / TOKENIZER_FILE
+        _check_pinned(path)
     if not path.is_file():
         raise DataError(f"no tokenizer at {path}. Fix: run `futuretoken data prepare --out DIR` to make one, "
                         "or give the path of an existing tokenizer.json.")
@@ -148,6 +193,19 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     except Exception as e:  # tokenizers raises a bare Exception on malformed files
         raise DataError(f"{path} is not a tokenizers JSON file ({e}). Fix: give a tokenizer.json saved by "
                         "HF tokenizers or by futuretoken.") from None
+
+
+def _check_pinned(path: Path) -> None:
+    for name in PINNED_BY:
+        record = path.parent / name
+        if not record.is_file():
+            continue
+        value = read_json(record, DataError, "")
+        pinned = value.get("tokenizer_sha256") if isinstance(value, dict) else None
+        if isinstance(pinned, str) and path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() != pinned:
+            raise DataError(f"{path} is not the tokenizer {record} pins (its sha256 differs): the token ids there "
+                            "would mean other text. Fix: copy the tokenizer.json it was made with back into "
+                            f"{path.parent}")
 
 
 def build_tokenizer(spec: str, documents: Iterable[str] = (), length: int | None = None) -> Tokenizer:

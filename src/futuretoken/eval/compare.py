@@ -22,10 +22,18 @@ from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-from ..checkpoint import checkpoint_name, checkpoint_step, list_checkpoints, load_model, read_metrics, run_data_dir
+from ..checkpoint import (
+    checkpoint_name,
+    checkpoint_step,
+    list_checkpoints,
+    load_model,
+    output_dir,
+    read_metrics,
+    run_data_dir,
+)
 from ..config import ModelConfig
 from ..devices import resolve_device
-from ..files import atomic_write, writable_dir
+from ..files import atomic_write
 from ..model import training_flops_per_token
 from . import claims as C
 from .coherence import coherence_calibration
@@ -120,7 +128,7 @@ def compare_runs(runs: Mapping[str, Mapping[int, Path]], baseline: str, out_dir:
                  device: str = "auto", judge=None, tasks: dict | None = None, workers: int = 1) -> Path:
     """Measure every matched pair, run the gates and the statistics, write report.md, results.json, plots."""
     settings, gates = settings or SuiteSettings(), gates or C.GateSettings()
-    out_dir, device = writable_dir(out_dir, "--out folder"), resolve_device(device)  # before the work
+    out_dir, device = output_dir(out_dir, "--out folder"), resolve_device(device)  # before the work
     if baseline not in runs or len(runs) < 2:
         raise ValueError(f"need the baseline arm {baseline!r} and at least one other arm; got {sorted(runs)}")
     seeds = sorted(runs[baseline])

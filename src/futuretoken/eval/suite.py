@@ -146,11 +146,10 @@ def evaluate_run(run: str | Path, out_dir: str | Path, settings: SuiteSettings |
     import json
     from dataclasses import asdict
 
-    from ..checkpoint import load_model, run_data_dir
-    from ..files import writable_dir
+    from ..checkpoint import load_model, output_dir, run_data_dir
 
     settings = settings or SuiteSettings()
-    out = writable_dir(out_dir, "--out folder")  # before the work, not after it
+    out = output_dir(out_dir, "--out folder")  # before the work, not after it
     model = load_model(run, device)
     horizon = model.config.horizon if model.model_type != "gpt" else 4
     data = EvalData.build(run_data_dir(run), model.config.block_size, horizon, settings)

@@ -12,9 +12,8 @@ import json
 import shutil
 from pathlib import Path
 
-from ..checkpoint import load_model
+from ..checkpoint import load_model, output_dir
 from ..data.tokenizer import EOT, TiktokenTokenizer, Tokenizer
-from ..files import writable_dir
 from .modeling import BASE_MODELS, CAUSAL_LM, CONFIGS
 
 MODELING_FILE = "modeling_futuretoken.py"
@@ -81,7 +80,7 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, pool: str = "mean") -> P
     sentence-transformers; `pool` ("mean", "last" or "weighted_mean") is the sentence-transformers pooling."""
     if pool not in POOLS:
         raise ValueError(f"pool={pool!r} is unknown; choose one of {', '.join(POOLS)}")
-    out = writable_dir(out_dir, "export folder")
+    out = output_dir(out_dir, "export folder", run_folder_ok=False)
     model = load_model(run_dir)
     if model.tokenizer is None:
         raise FileNotFoundError(f"{run_dir} has no tokenizer.json; export needs a run folder (or one of its "

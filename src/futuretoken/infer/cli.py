@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import load_model
-from ..files import writable_dir
+from ..checkpoint import load_model, output_dir
+from ..config import SEED_MAX
 from .embed import embed
 from .generate import batches_by_similar_length, generate
 from .sampling import SamplingConfig
@@ -37,13 +37,20 @@ class _Streamer:
 
 
 def generate_command(args, prompts: list[str]) -> None:
+    # Checked before the model loads: range(0, n, 0) fails and a negative step generates nothing.
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size} is invalid: give the number of prompts generated "
+                         "together, an integer >= 1")
+    if not 0 <= args.seed <= SEED_MAX:
+        raise ValueError(f"--seed {args.seed} is outside [0, {SEED_MAX}] (0 to 2**63 - 1); give a seed in that range")
     model, tokenizer = _load(args.run, args.device)
     sampling = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     generator = torch.Generator(device=model.head_weight.device).manual_seed(args.seed)
     encoded = [tokenizer.encode(p) for p in prompts]
     for i, ids in enumerate(encoded):
         if not ids:
-            raise ValueError(f"prompt {i} is empty after tokenisation; give some text")
+            raise ValueError(f"{_prompt_name(args, i)} is empty after tokenisation; give some text")
+    _check_room(args, encoded, model.config.block_size)
     outputs: dict[int, str] = {}
     single = len(prompts) == 1
     for group in batches_by_similar_length([len(ids) for ids in encoded], args.batch_size):
@@ -62,6 +69,26 @@ def generate_command(args, prompts: list[str]) -> None:
             print(f"=== prompt {i}\n{outputs[i]}")
 
 
+def _prompt_name(args, i: int) -> str:
+    """How an error names prompt i: its number as in the output, and its line in --prompts-file
+    (read_texts keeps one prompt per line, so prompt i is line i + 1)."""
+    return f"prompt {i} (line {i + 1} of {args.prompts_file})" if args.prompts_file else f"prompt {i}"
+
+
+def _check_room(args, encoded: list[list[int]], block_size: int) -> None:
+    """Every prompt must leave room for a new token (there is no sliding window): checked for all of
+    them before any is generated, so an error names every prompt at fault and wastes no work."""
+    if args.max_new_tokens <= 0:
+        return
+    long = [i for i, ids in enumerate(encoded) if len(ids) >= block_size]
+    if long:
+        named = "; ".join(f"{_prompt_name(args, i)} has {len(encoded[i])} tokens" for i in long[:5])
+        more = f" ({len(long) - 5} more)" if len(long) > 5 else ""
+        raise ValueError(f"{named}{more}, but the model's block_size is {block_size} and leaves no room for new "
+                         f"tokens (no sliding window). Fix: shorten each to fewer than {block_size} tokens, "
+                         f"e.g. {max(1, block_size - args.max_new_tokens)} to leave room for --max-new-tokens")
+
+
 def output_path(out: str, pool: str) -> Path:
     """The file embed writes: --out itself when it ends in the format's suffix (.parquet, .npz for
     pool "tokens", else .npy), otherwise --out with that suffix added (numpy's own rule)."""
@@ -72,7 +99,7 @@ def output_path(out: str, pool: str) -> Path:
 
 def embed_command(args, texts: list[str]) -> None:
     out = output_path(args.out, args.pool)
-    writable_dir(out.parent, "--out folder")  # before the work, not after it
+    output_dir(out.parent, "--out folder")  # before the work, not after it; never into RUN/checkpoints/
     model, tokenizer = _load(args.run, args.device)
     vectors = embed(model, tokenizer.encode_batch(texts), pool=args.pool, batch_size=args.batch_size)
     if out.suffix == ".parquet":

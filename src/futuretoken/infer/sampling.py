@@ -57,7 +57,12 @@ def probs(logits: Tensor, cfg: SamplingConfig) -> Tensor:
     if cfg.greedy:
         # A one-hot distribution, so speculative acceptance needs no special case (module docstring).
         return torch.zeros_like(logits).scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)  # (..., V)
-    logits = logits / cfg.temperature
+    # Shift the row's maximum to 0 before dividing: logits / a tiny temperature would overflow
+    # to +inf, and inf - inf in the softmax is nan. Shifted, the rest go to -inf at worst and a
+    # tiny temperature acts like greedy. The maximum is kept at exactly 0, since in float32 a
+    # temperature may round to 0 and 0 / 0 is nan.
+    shifted = logits - logits.max(-1, keepdim=True).values
+    logits = torch.where(shifted == 0, 0.0, shifted / cfg.temperature)
     if cfg.top_k is not None and cfg.top_k < V:
         kth = torch.topk(logits, cfg.top_k, dim=-1).values[..., -1:]  # (..., 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -157,9 +157,11 @@ def save_sharded(module: nn.Module, optimizer: torch.optim.Optimizer, path: Path
 
 
 def load_sharded(module: nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> None:
-    import torch.distributed.checkpoint as dcp
+    """Every process reads its own shards (collective); a failure is a CheckpointError (dcp_load)."""
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
+    from ..checkpoint import dcp_load
+
     state = _sharded_state(module, optimizer)
-    dcp.load(state, checkpoint_id=str(path))
+    dcp_load(state, path)
     set_state_dict(module, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])

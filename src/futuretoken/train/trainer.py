@@ -23,13 +23,16 @@ import numpy as np
 import torch
 
 from ..checkpoint import (
+    TRAINER_STATE_FIX,
     CheckpointError,
     finish_checkpoint,
     latest_valid_checkpoint,
     list_checkpoints,
     load_full_model_state,
     load_trainer_state,
+    output_dir,
     read_checkpoint,
+    read_meta,
     read_metrics,
     save_checkpoint,
     temporary_checkpoint_dir,
@@ -37,10 +40,11 @@ from ..checkpoint import (
 )
 from ..config import ConfigError, DataConfig, RunConfig
 from ..data import TokenShards, WindowSampler, prepare
+from ..data.prepare import check_prepared_as
 from ..data.shards import MANIFEST, data_identity
 from ..data.tokenizer import TOKENIZER_FILE
 from ..devices import autocast_dtype, make_deterministic, param_dtype
-from ..files import LockHeld, atomic_write, file_lock, remove_temporaries, writable_dir
+from ..files import LockHeld, atomic_write, file_lock, remove_temporaries, sha256_file
 from ..model import MODELS, training_flops_per_token
 from . import distributed as D
 from .memory import apply_activation_checkpointing
@@ -61,7 +65,8 @@ class TrainResult:
 
 
 def ensure_data(cfg: DataConfig) -> Path:
-    """Prepare the token shards when the data folder has none yet.
+    """The prepared data folder of `cfg`: prepared when it has no manifest yet, and checked against
+    the corpus, tokenizer and split the config sets (a folder prepared from anything else is refused).
 
     Every process may call this: prepare() holds the folder's file lock, so the first process
     prepares and the others wait on the lock (not on a collective, so a long preparation never
@@ -69,14 +74,25 @@ def ensure_data(cfg: DataConfig) -> Path:
     """
     data_dir = Path(cfg.dir)
     if not (data_dir / MANIFEST).is_file():
-        prepare(corpus=cfg.corpus, tokenizer=cfg.tokenizer, out_dir=data_dir, val_fraction=cfg.val_fraction,
-                if_missing=True)
+        prepare(out_dir=data_dir, if_missing=True, **cfg.preparation())
+    check_prepared_as(data_dir, cfg.corpus, cfg.tokenizer, cfg.val_fraction)
     return data_dir
 
 
 def process_seed(seed: int, rank: int) -> int:
     """Seed of the random stream (dropout, decoder positions) of process `rank`: distinct per process."""
     return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+
+
+def _optimizer_misfit(optimizer: torch.optim.Optimizer) -> str | None:
+    """Why a loaded optimizer state does not fit its parameters (None when it does): load_state_dict
+    takes moments of any shape, and the first step would then fail."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                    return f"its {name} of shape {tuple(value.shape)} is for a parameter of shape {tuple(param.shape)}"
+    return None
 
 
 # Layout of a step's statistics row: LossModule's stats, then these two flags.
@@ -107,6 +123,7 @@ class Trainer:
         self.train_tokens = TokenShards(data_dir, "train", verify=verify)
         self.val_tokens = TokenShards(data_dir, "val", verify=verify)
         self.data_sha256 = data_identity(self.train_tokens.manifest)
+        self.tokenizer_sha256 = self.train_tokens.manifest["tokenizer_sha256"]  # TokenShards checked the file
         D.init(self.info, self.device)
         if tc.deterministic:
             make_deterministic()
@@ -137,16 +154,27 @@ class Trainer:
         if self.ckpt is not None:
             self._restore(self.ckpt)
         elif self.info.is_main:
-            atomic_write(self.run_dir / "run.json", json.dumps(cfg.to_dict() | {"model_type": tc.model}, indent=2))
-            atomic_write(self.run_dir / TOKENIZER_FILE, (data_dir / TOKENIZER_FILE).read_bytes())
-            (self.run_dir / "metrics.jsonl").write_text("")
+            self._write_run_record(data_dir)
+
+    def _write_run_record(self, data_dir: Path) -> None:
+        """RUN/run.json (the config, with the data section as the folder was actually prepared, and the
+        identity of the data and tokenizer trained on), RUN/tokenizer.json and an empty metrics.jsonl."""
+        manifest = self.train_tokens.manifest
+        record = self.cfg.to_dict()
+        record["data"].update(corpus=manifest["corpus"], tokenizer=manifest["tokenizer"],
+                              val_fraction=manifest["val_fraction"])
+        record.update(model_type=self.cfg.train.model, data_sha256=self.data_sha256,
+                      manifest_sha256=sha256_file(data_dir / MANIFEST), tokenizer_sha256=self.tokenizer_sha256)
+        atomic_write(self.run_dir / "run.json", json.dumps(record, indent=2))
+        atomic_write(self.run_dir / TOKENIZER_FILE, (data_dir / TOKENIZER_FILE).read_bytes())
+        (self.run_dir / "metrics.jsonl").write_text("")
 
     # --- checkpoints -----------------------------------------------------------------------
     def _hold_run_folder(self) -> None:
         """One training per run folder: two would delete each other's checkpoints and mix their
         metrics. The lock is released by close(), or by the kernel when the process dies; then
         what a killed writer left half-written (temporary files and checkpoint folders) goes."""
-        writable_dir(self.run_dir, "train.out_dir")
+        output_dir(self.run_dir, "train.out_dir")
         try:
             self._held.enter_context(file_lock(self.run_dir / RUN_LOCK, wait=False))
         except LockHeld as err:
@@ -203,12 +231,20 @@ class Trainer:
         return ckpt
 
     def _restore(self, ckpt: Path) -> None:
-        state = load_trainer_state(ckpt)
+        meta = read_meta(ckpt, verify=False)  # _checkpoint_to_resume has just verified it
+        state = load_trainer_state(ckpt, meta)
         if self.sharded:
             D.load_sharded(self.loss_module, self.optimizer, ckpt / "dcp")
         else:
-            model_sd = {f"model.{k}": v for k, v in load_full_model_state(ckpt).items()}
-            D.load_full_state_dicts(self.loss_module, self.optimizer, model_sd, state["optimizer"])
+            model_sd = {f"model.{k}": v for k, v in load_full_model_state(ckpt, meta).items()}
+            try:
+                D.load_full_state_dicts(self.loss_module, self.optimizer, model_sd, state["optimizer"])
+                problem = _optimizer_misfit(self.optimizer)
+            except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
+                problem = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+            if problem:
+                raise CheckpointError(f"{ckpt}/trainer.pt holds an optimizer state that does not fit the model "
+                                      f"({problem}). {TRAINER_STATE_FIX}")
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
         rng = state["rng"][self.info.rank % len(state["rng"])]  # another world size cannot be exact
         torch.set_rng_state(rng["cpu"])
@@ -245,7 +281,8 @@ class Trainer:
         trainer_state = {"step": self.step, "tokens_seen": self.tokens_seen,
                          "rng": D.gather_objects(self._rng_state(), self.info)}
         meta = {"model_type": self.cfg.train.model, "model_config": self.cfg.model.to_dict(),
-                "tokens_seen": self.tokens_seen, "data_sha256": self.data_sha256}
+                "tokens_seen": self.tokens_seen, "data_sha256": self.data_sha256,
+                "tokenizer_sha256": self.tokenizer_sha256}
         try:
             if self.sharded:
                 return self._save_sharded(trainer_state, meta)
