@@ -7,6 +7,8 @@ import tracemalloc
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import futuretoken as ft
 from conftest import tiny_config
@@ -166,3 +168,46 @@ def test_a_tokenizer_panic_is_a_data_error_and_an_interrupt_is_not(gpt2, monkeyp
     monkeypatch.setattr(gpt2, "backend", type("Interrupted", (), {"encode": staticmethod(interrupted)})())
     with pytest.raises(KeyboardInterrupt):
         gpt2.encode("alpha")
+
+
+# --- long documents are tokenized in pieces, with the ids of the whole ----------------------------
+TEXT_PARTS = st.sampled_from(["alpha", "Beta", " ", "  ", "\n", "\n\n", "\t", "42", "3.14", "'s", "'ll", "don't",
+                              ",", "!?", "é", "日本", "🙂", "<|endoftext|>", " - ", "x" * 30])
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    from futuretoken.data.tokenizer import train_bpe
+
+    return train_bpe(["alpha Beta gamma 42 3.14 don't it's we'll\n\tend.", "日本 🙂 é, !? - " * 5] * 20, 300)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(TEXT_PARTS, max_size=60).map("".join), st.integers(4, 40))
+def test_encoding_in_pieces_gives_the_ids_of_encoding_whole(bpe, gpt2, text, size):
+    from futuretoken.data.tokenizer import encoding_pieces
+
+    pieces = encoding_pieces(text, size)
+    assert "".join(pieces) == text
+    for tok in (bpe, gpt2):  # the library's own encoding of the whole text is the reference
+        assert [i for piece in pieces for i in tok.encode(piece)] == tok.encode(text)
+
+
+def test_a_corpus_prepared_in_pieces_equals_one_prepared_whole(tmp_path, monkeypatch):
+    """Small pieces (64 characters) instead of the default 1M: the same tokenizer, shards and manifest."""
+    import functools
+    import importlib
+
+    from futuretoken.data.tokenizer import encoding_pieces
+
+    prep = importlib.import_module("futuretoken.data.prepare")  # the module, not data.prepare the function
+
+    words = ["alpha", "beta", "gamma", "delta", "don't", "42,", "é"]
+    for i in range(6):
+        (tmp_path / f"doc{i}.txt").write_text(" ".join(words[(i * j) % 7] for j in range(400)) + "\n")
+    whole = prep.prepare(str(tmp_path / "*.txt"), "bpe:300", tmp_path / "whole", val_fraction=0.2)
+    monkeypatch.setattr(prep, "encoding_pieces", functools.partial(encoding_pieces, size=64))
+    pieces = prep.prepare(str(tmp_path / "*.txt"), "bpe:300", tmp_path / "pieces", val_fraction=0.2)
+    assert pieces == whole and whole["train"]["documents"] + whole["val"]["documents"] == 6
+    for name in ("tokenizer.json", "train_000.bin", "val_000.bin"):
+        assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "pieces" / name).read_bytes()

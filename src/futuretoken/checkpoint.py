@@ -472,8 +472,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Language
     device = resolve_device(device)  # before any work: a missing device is the first thing to report
     for _ in range(RELIST):
         ckpt = resolve_checkpoint(path)
+        chosen = ckpt != Path(path)  # chosen in a run folder by latest_valid_checkpoint, which has just verified it
         try:
-            return _load_verified(ckpt).to(device).eval()
+            return _load_verified(ckpt, hashed=chosen).to(device).eval()
         except CheckpointError:
             if ckpt.exists() or ckpt == Path(path):
                 raise
@@ -482,8 +483,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Language
                           "load one checkpoint folder (RUN/checkpoints/step-N), or wait for the training to finish")
 
 
-def _load_verified(ckpt: Path) -> LanguageModel:
-    meta, config = read_checkpoint(ckpt)
+def _load_verified(ckpt: Path, hashed: bool) -> LanguageModel:
+    """The model of a checkpoint whose files were (hashed=True) or are now checked against meta.json;
+    the full layout's weights are hashed once more as they are read (load_full_model_state)."""
+    meta, config = read_checkpoint(ckpt, verify=not hashed)
     model = MODELS[meta["model_type"]](config).to(stored_dtype(ckpt, meta))
     if meta["layout"] == "sharded":
         state = {f"model.{k}": v for k, v in model.state_dict().items()}

@@ -273,6 +273,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"futuretoken {args.command}: error: {err}", file=sys.stderr)
         print("(set FUTURETOKEN_DEBUG=1 for the full traceback)", file=sys.stderr)
         sys.exit(2)
+    except MemoryError:
+        if os.environ.get("FUTURETOKEN_DEBUG"):
+            raise
+        print(f"futuretoken {args.command}: error: out of memory. Fix: use smaller inputs (shorter texts, fewer at "
+              "a time: --batch-size), a smaller model, or a machine with more memory", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

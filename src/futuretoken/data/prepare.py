@@ -5,6 +5,9 @@ Three passes over the corpus, each streaming (the corpus never has to fit in mem
      whose seeded hash is smallest, so identical texts always land on the same side;
   2. train the tokenizer (bpe:VOCAB only) on the training documents alone;
   3. encode in batches and stream `doc, EOT, doc, EOT, ...` into each split's shards.
+A document longer than a piece (tokenizer.encoding_pieces) is trained on and encoded in pieces
+cut where the pre-tokenizer splits anyway, with the same ids as encoding it whole: the tokenizers
+library needs ~80 bytes per character of one sequence, so a 650 MB one-line file would not fit.
 The same inputs give byte-identical shards, tokenizer.json and manifest.json (no timestamps).
 
 The manifest is removed first and written last, and the folder's file lock is held throughout:
@@ -28,7 +31,7 @@ from ..files import atomic_write, file_lock, fsync_dir, remove_temporaries, writ
 from .corpora import iter_documents
 from .errors import DataError
 from .shards import MANIFEST, SPLITS, ShardWriter, read_manifest, token_dtype
-from .tokenizer import Tokenizer, build_tokenizer
+from .tokenizer import Tokenizer, build_tokenizer, encoding_pieces
 
 FORMAT = 1
 LOCK = ".prepare.lock"
@@ -59,18 +62,23 @@ def split_documents(keys: np.ndarray, val_fraction: float) -> np.ndarray:
     return val
 
 
-def _batches(corpus: str, mask: np.ndarray) -> Iterator[tuple[list[str], list[bool]]]:
-    """(documents, is_val flags) in batches of about BATCH_CHARS characters."""
-    docs, flags, chars = [], [], 0
+def _batches(corpus: str, mask: np.ndarray) -> Iterator[tuple[list[str], list[bool], list[bool]]]:
+    """(pieces, is_val flags, ends-a-document flags) in batches of about BATCH_CHARS characters. A long
+    document comes in pieces (encoding_pieces), so no batch, however long its documents, needs more
+    memory than BATCH_CHARS characters do."""
+    texts, flags, ends, chars = [], [], [], 0
     for doc, is_val in zip(iter_documents(corpus), mask, strict=True):
-        docs.append(doc)
-        flags.append(bool(is_val))
-        chars += len(doc)
-        if chars >= BATCH_CHARS:
-            yield docs, flags
-            docs, flags, chars = [], [], 0
-    if docs:
-        yield docs, flags
+        parts = encoding_pieces(doc)
+        for i, part in enumerate(parts):
+            texts.append(part)
+            flags.append(bool(is_val))
+            ends.append(i == len(parts) - 1)
+            chars += len(part)
+            if chars >= BATCH_CHARS:
+                yield texts, flags, ends
+                texts, flags, ends, chars = [], [], [], 0
+    if texts:
+        yield texts, flags, ends
 
 
 def prepare(corpus: str = "builtin:prose", tokenizer: str = "bpe:4096",
@@ -99,7 +107,8 @@ def _prepare(corpus: str, tokenizer: str, out: Path, val_fraction: float, shard_
     fsync_dir(out)  # ... also after a power cut: never an old manifest beside a new tokenizer.json
 
     is_val = split_documents(document_keys(corpus, seed), val_fraction)
-    train_docs = (d for d, v in zip(iter_documents(corpus), is_val, strict=True) if not v)
+    train_docs = (piece for d, v in zip(iter_documents(corpus), is_val, strict=True) if not v
+                  for piece in encoding_pieces(d))
     tok: Tokenizer = build_tokenizer(tokenizer, train_docs, length=int((~is_val).sum()))
     tok.save(out)
     dtype = token_dtype(tok.vocab_size)
@@ -109,15 +118,16 @@ def _prepare(corpus: str, tokenizer: str, out: Path, val_fraction: float, shard_
     docs_count = dict.fromkeys(SPLITS, 0)
     try:
         with tqdm(total=len(is_val), desc=f"encode {tokenizer}", unit="doc") as bar:
-            for docs, flags in _batches(corpus, is_val):
+            for texts, flags, ends in _batches(corpus, is_val):
                 chunks: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
-                for ids, v in zip(tok.encode_batch(docs), flags):
-                    chunks["val" if v else "train"] += [np.asarray(ids, dtype=dtype), eot]
+                for ids, v, end in zip(tok.encode_batch(texts), flags, ends):
+                    split = "val" if v else "train"
+                    chunks[split] += [np.asarray(ids, dtype=dtype), eot] if end else [np.asarray(ids, dtype=dtype)]
+                    docs_count[split] += end
                 for split, parts in chunks.items():
                     if parts:
                         writers[split].write(np.concatenate(parts))
-                        docs_count[split] += len(parts) // 2
-                bar.update(len(docs))
+                bar.update(sum(ends))
         shards = {s: w.close() for s, w in writers.items()}
     except BaseException:
         for w in writers.values():
