@@ -34,3 +34,26 @@ def test_bf16_autocast_loss_is_close_to_fp32(device):
             bf16.total.backward()
         assert abs(bf16.total.item() - fp32.total.item()) < 2e-2 * fp32.total.item()
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_training_with_blocks_compiled_equals_eager(data_dir, tmp_path):
+    """train.compile compiles block by block after activation checkpointing (train/parallelize.py):
+    the same losses and weights as eager training, with FTP's decoder blocks recomputed in backward."""
+    from conftest import run_config
+    from futuretoken.train import Trainer
+
+    runs = {}
+    for compiled in (False, True):
+        cfg = run_config(data_dir, tmp_path / str(compiled), "ftp", max_steps=3, ckpt_interval=3, eval_interval=3,
+                         compile=compiled, activation_checkpointing="decoder")
+        cfg.model.dropout = 0.0
+        trainer = Trainer(cfg)
+        losses = trainer.fit().losses
+        blocks = [*trainer.model.encoder.blocks, *trainer.model.side_blocks()]
+        assert all((b._compiled_call_impl is not None) == compiled for b in blocks)  # nn.Module.compile's mark
+        trainer.close()
+        runs[compiled] = (losses, ft.load(tmp_path / str(compiled)).state_dict())
+    (eager_losses, eager), (compiled_losses, compiled) = runs[False], runs[True]
+    torch.testing.assert_close(compiled_losses, eager_losses, atol=1e-5, rtol=1e-5)
+    for name in eager:
+        torch.testing.assert_close(compiled[name], eager[name], atol=1e-5, rtol=1e-4)

@@ -5,7 +5,7 @@ import torch
 
 import futuretoken as ft
 from conftest import tiny_config
-from futuretoken.train.memory import apply_activation_checkpointing
+from futuretoken.train.parallelize import apply_activation_checkpointing
 
 
 def loss_grads_and_saved_bytes(model, tokens):

@@ -80,7 +80,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(data_dir, tmp_path):
 
 def poison_step(trainer: Trainer, step: int) -> None:
     """Make the loss of `step` NaN (forward output and its statistics)."""
-    forward = trainer.forward
+    forward = trainer.loss_module.forward
 
     def poisoned(tokens):
         total, stats = forward(tokens)
@@ -88,7 +88,7 @@ def poison_step(trainer: Trainer, step: int) -> None:
             total, stats = total * float("nan"), stats * float("nan")
         return total, stats
 
-    trainer.forward = poisoned
+    trainer.loss_module.forward = poisoned  # an instance attribute: nn.Module's __call__ runs it
 
 
 def test_non_finite_loss_stops_with_last_good_checkpoint(data_dir, tmp_path):

@@ -264,6 +264,8 @@ class DataConfig:
 
 # What train.model may name (futuretoken.model.MODELS maps each to its class; config sits below model).
 MODEL_TYPES = ("gpt", "ftp", "mtp", "mtp_seq")
+# What train.activation_checkpointing may name (train/parallelize.py).
+ACTIVATION_CHECKPOINTING = ("none", "decoder", "all")
 
 # The seeds every consumer accepts: torch.manual_seed takes [-2**63, 2**64), numpy's SeedSequence
 # (train/trainer.py process_seed, the window sampler) only integers >= 0, and TOML integers are
@@ -328,7 +330,7 @@ class TrainConfig:
             raise ConfigError(f"train.warmup_steps={self.warmup_steps} must be >= 0")
         if self.dtype not in ("auto", "float32", "bfloat16", "float64"):
             raise ConfigError(f"train.dtype='{self.dtype}' is unknown; choose auto, float32, bfloat16 or float64")
-        if self.activation_checkpointing not in ("none", "decoder", "all"):
+        if self.activation_checkpointing not in ACTIVATION_CHECKPOINTING:
             raise ConfigError(f"train.activation_checkpointing='{self.activation_checkpointing}' is unknown; "
                               "choose none, decoder or all")
         if self.parallel not in ("ddp", "fsdp"):

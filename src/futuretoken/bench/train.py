@@ -25,8 +25,8 @@ from ..config import ModelConfig, TrainConfig
 from ..devices import autocast_dtype
 from ..model import MODELS, training_flops_per_token
 from ..model.loss import resolve_implementation
-from ..train.memory import apply_activation_checkpointing
 from ..train.optim import make_optimizer
+from ..train.parallelize import apply_activation_checkpointing, compile_blocks
 from .env import environment
 
 # Dense bf16 tensor-core peaks (FLOP/s), from the vendors' data sheets.
@@ -80,7 +80,9 @@ def measure(model_type: str, preset: str, batch_size: int, decoder_fraction: flo
     apply_activation_checkpointing(model, checkpointing)
     optimizer = make_optimizer(model, TrainConfig())
     amp = autocast_dtype("auto", device)
-    loss_fn = torch.compile(model.loss) if compile else model.loss
+    if compile:  # as the trainer does: block by block (train/parallelize.py)
+        compile_blocks(model)
+    loss_fn = model.loss
     tokens = torch.randint(0, cfg.vocab_size, (batch_size, cfg.block_size + model.horizon), device=device)
 
     def step() -> None:

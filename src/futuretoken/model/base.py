@@ -48,6 +48,15 @@ class LanguageModel(nn.Module):
         """(..., d) -> (..., V) logits over the real vocabulary: padded rows are never predicted."""
         return (features @ self.head_weight.T)[..., : self.config.vocab_size]
 
+    def side_blocks(self) -> list[nn.Module]:
+        """The transformer blocks this model type runs beside its encoder (FTP's decoder, MTP's heads
+        2..N, MTP-seq's modules): what activation checkpointing "decoder" recomputes."""
+        return []
+
+    def sharded_blocks(self) -> list[nn.Module]:
+        """The blocks FSDP shards one by one; every other parameter stays in the root group."""
+        return list(self.encoder.blocks)
+
     @property
     def horizon(self) -> int:
         """How many tokens past the block `loss` needs: tokens are (B, T + horizon)."""

@@ -48,6 +48,9 @@ class FTP(LanguageModel):
         return self.config.horizon
 
     # --- decoder -------------------------------------------------------------------------
+    def side_blocks(self) -> list[nn.Module]:
+        return list(self.dec_blocks)  # (their cross-attention keys come from outside them: they stay unsharded)
+
     def memory(self, h: Tensor) -> Memory:
         """h: (M, d) state vectors -> per-layer cross-attention keys/values of their pseudo-sequences."""
         M, d = h.shape

@@ -47,6 +47,15 @@ class MTP(GPT):
     def horizon(self) -> int:
         return self.config.horizon
 
+    def side_blocks(self) -> list[nn.Module]:
+        return list(self.heads)  # head 1 is the encoder's last block
+
+    def sharded_blocks(self) -> list[nn.Module]:
+        # Head 1 (the encoder's last block) stays in the root group with heads 2..N: the sequential
+        # head backward passes all their parameters into one autograd function, so they must be
+        # gathered for the whole loss.
+        return list(self.encoder.blocks[:-1])
+
     def trunk_and_head1(self, idx: Tensor, cache: list[KVCache] | None = None, **encoder_args) -> tuple[Tensor, Tensor]:
         """idx (B, t) -> (z, h): the trunk's output z (B, t, d), the input of the encoder's last block,
         and head 1's output h (B, t, d) after the final norm (the encoder's output, as for GPT)."""

@@ -62,6 +62,9 @@ class MTPSeq(GPT):
     def horizon(self) -> int:
         return self.config.horizon
 
+    def side_blocks(self) -> list[nn.Module]:
+        return [module.block for module in self.mtp]
+
     def future_features(self, tokens: Tensor) -> Tensor:
         """tokens (B, T + D) -> (B, T, D + 1, d): what predicts x_{t+1} (the encoder's h_t) and, for
         k = 1..D, module k's state at t after the final norm (predicts x_{t+k+1})."""

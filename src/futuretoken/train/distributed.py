@@ -79,35 +79,6 @@ def gather_objects(obj: Any, info: DistInfo) -> list[Any]:
     return out
 
 
-def wrap(module: nn.Module, info: DistInfo, device: torch.device, parallel: str,
-         amp: torch.dtype | None) -> nn.Module:
-    """DDP (replicated) or FSDP2 (`fully_shard`, sharded) around the loss module.
-
-    FSDP runs as torchtitan does: its MixedPrecisionPolicy computes in `amp` (bf16) and
-    reduces gradients in fp32, so no autocast is needed around a sharded module.
-    """
-    if not info.enabled:
-        return module
-    if parallel == "ddp":
-        from torch.nn.parallel import DistributedDataParallel
-
-        return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
-    try:
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    except ImportError:  # torch < 2.6
-        from torch.distributed._composable.fsdp import MixedPrecisionPolicy, fully_shard
-    policy = MixedPrecisionPolicy(param_dtype=amp, reduce_dtype=torch.float32) if amp else MixedPrecisionPolicy()
-    # Encoder blocks are sharded one by one; the decoder (small, and whose cross-attention
-    # keys are computed outside its blocks' forward) stays with the root group, and so do MTP's
-    # heads, head 1 (the encoder's last block) included: the sequential head backward passes
-    # their parameters into one autograd function, so they must be gathered for the whole loss.
-    blocks = module.model.encoder.blocks
-    for block in blocks[:-1] if getattr(module.model, "model_type", "") == "mtp" else blocks:
-        fully_shard(block, mp_policy=policy)
-    fully_shard(module, mp_policy=policy)
-    return module
-
-
 def is_sharded(module: nn.Module) -> bool:
     return hasattr(module, "set_requires_gradient_sync")  # an FSDP2 module
 

@@ -47,9 +47,9 @@ from ..devices import autocast_dtype, make_deterministic, param_dtype
 from ..files import LockHeld, atomic_write, file_lock, remove_temporaries, sha256_file
 from ..model import MODELS, training_flops_per_token
 from . import distributed as D
-from .memory import apply_activation_checkpointing
 from .objective import LossModule, evaluate, summarise
 from .optim import learning_rate, make_optimizer
+from .parallelize import parallelize
 
 
 class TrainingError(RuntimeError):
@@ -136,18 +136,17 @@ class Trainer:
         torch.manual_seed(tc.seed)  # the same initial weights in every process
         self.model = MODELS[tc.model](cfg.model).to(self.device, dtype=param_dtype(tc.dtype))
         torch.manual_seed(process_seed(tc.seed, self.info.rank))
-        apply_activation_checkpointing(self.model, tc.activation_checkpointing)
         window = cfg.model.block_size + self.model.horizon
         self.sampler = WindowSampler(self.train_tokens.tokens, window, tc.batch_size, tc.seed,
                                      self.info.rank, self.info.world, tc.grad_accum)
         self.val_sampler = WindowSampler(self.val_tokens.tokens, window, tc.batch_size, tc.seed + 1,
                                          self.info.rank, self.info.world)
         amp = autocast_dtype(tc.dtype, self.device)
-        self.loss_module = D.wrap(LossModule(self.model), self.info, self.device, tc.parallel, amp)
+        self.loss_module = parallelize(LossModule(self.model), self.model, self.info, self.device, tc.parallel, amp,
+                                       tc.activation_checkpointing, tc.compile)
         self.sharded = D.is_sharded(self.loss_module)
         self.amp = None if self.sharded else amp  # FSDP's mixed-precision policy computes in bf16 itself
         self.optimizer = make_optimizer(self.loss_module, tc)
-        self.forward = torch.compile(self.loss_module) if tc.compile else self.loss_module
         self.step, self.tokens_seen = 0, 0
         self._pending: list[torch.Tensor] = []  # statistics rows of steps not yet read back
         self._stop_signal: int | None = None
@@ -344,9 +343,10 @@ class Trainer:
         stats = torch.zeros(2 + 2 * self.model.horizon + 2, dtype=torch.float64, device=self.device)
         for micro in range(tc.grad_accum):
             tokens = self._batch(micro)
-            with D.grad_sync(self.loss_module, micro == tc.grad_accum - 1), \
-                    torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-                weighted_sum, micro_stats = self.forward(tokens)
+            with D.grad_sync(self.loss_module, micro == tc.grad_accum - 1):
+                # autocast covers the forward only: backward runs each op in the dtype its forward used
+                with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                    weighted_sum, micro_stats = self.loss_module(tokens)
                 weighted_sum.backward()  # a sum: the global normaliser is applied to the gradients below
             stats[:SKIPPED] += micro_stats
         stats[STOP].fill_(float(self._stop_signal is not None))
