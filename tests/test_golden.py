@@ -25,8 +25,9 @@ Regenerate (after an intended change, say why in the commit message):
     FUTURETOKEN_REGENERATE_GOLDEN=1 OMP_NUM_THREADS=1 python -m pytest tests/test_golden.py -p no:cacheprovider
 
 writes tests/golden/loss_curves.json (the config used, the torch and Python versions it was produced
-with, the corpus's data identity, the per-step training losses and the final validation metrics of
-every model type) and skips the comparison; run it again without the variable to check.
+with, the corpus's data identity, and for every model type the per-step training losses, the final
+validation metrics and every setting the run resolved to, defaults included) and skips the
+comparison; run it again without the variable to check.
 """
 
 from __future__ import annotations
@@ -78,13 +79,30 @@ def run_golden(data_dir: Path, root: Path, config: dict = CONFIG) -> dict[str, d
     try:
         curves = {}
         for model in MODEL_TYPES:
-            result = train(golden_config(data_dir, root / model, model, config))
+            cfg = golden_config(data_dir, root / model, model, config)
+            result = train(cfg)
             val = [r for r in read_metrics(root / model) if r["split"] == "val"][-1]
             curves[model] = {"losses": result.losses,
-                             "val": {k: val[k] for k in ("loss", "next_token_loss", "per_distance")}}
+                             "val": {k: val[k] for k in ("loss", "next_token_loss", "per_distance")},
+                             "resolved_config": resolved(cfg)}
         return curves
     finally:
         torch.set_num_threads(threads)
+
+
+def resolved(cfg: RunConfig) -> dict:
+    """Every setting the run used, defaults and the vocabulary taken from the data included (paths left out):
+    on a mismatch, the settings that differ from the golden run's are named."""
+    values = cfg.to_dict()
+    del values["data"], values["train"]["out_dir"]
+    return values
+
+
+def changed_settings(golden: dict, now: dict) -> str:
+    diff = [f"{section}.{key}: {golden[section].get(key, '(absent)')!r} -> {value!r}"
+            for section, table in now.items() for key, value in table.items()
+            if golden.get(section, {}).get(key, "(absent)") != value]
+    return "; settings changed since the golden run: " + ", ".join(diff) if diff else ""
 
 
 def corpus_identity(data_dir: Path) -> str:
@@ -151,7 +169,7 @@ def test_loss_curve_matches_golden(golden, curves, model):
     assert all(np.isfinite(got["losses"]))
     where = (f"{model}: the training run no longer reproduces tests/golden/loss_curves.json (produced with torch "
              f"{golden['torch']}, here {torch.__version__}). If the change is intended, regenerate it "
-             "(see tests/test_golden.py)")
+             "(see tests/test_golden.py)" + changed_settings(expected["resolved_config"], got["resolved_config"]))
     np.testing.assert_allclose(got["losses"], expected["losses"], rtol=RTOL, atol=ATOL, err_msg=where + " [losses]")
     for key in ("loss", "next_token_loss", "per_distance"):
         np.testing.assert_allclose(got["val"][key], expected["val"][key], rtol=RTOL, atol=ATOL,

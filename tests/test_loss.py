@@ -23,7 +23,7 @@ def reference_ftp_loss(model: ft.FTP, tokens: torch.Tensor, eot: int | None):
         h = model.encoder(tokens[b : b + 1, :T])[0]  # (T, d)
         for t in range(T):
             inputs = tokens[b, t : t + N][None]  # x_t .. x_{t+N-1}
-            logits = model.decode(inputs, model.memory(h[t : t + 1]))[0] @ model.head_weight.T  # (N, V)
+            logits = model.decode(inputs, model.cross_kv(h[t : t + 1]))[0] @ model.head_weight.T  # (N, V)
             for k in range(1, N + 1):
                 if eot is not None and any(int(tokens[b, t + j]) == eot for j in range(1, k)):
                     continue  # x_{t+k} is in a later document

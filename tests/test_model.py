@@ -28,7 +28,7 @@ def test_ftp_future_loss_is_causal_in_the_encoder_state():
     tokens = torch.randint(0, 64, (1, 12 + N))
     h = model.encoder(tokens[:, :12])[0]  # (T, d)
     inputs, _ = ft.model.future_targets(tokens, N, None)
-    mem = model.memory(h)
+    mem = model.cross_kv(h)
     feats = model.decode(inputs[0], mem)  # (T, N, d)
     for k in range(N):
         altered = inputs[0].clone()
@@ -63,7 +63,7 @@ def test_decoder_step_by_step_equals_full_decode():
     model = ft.FTP(tiny_config()).eval()
     h = torch.randn(5, 32)
     inputs = torch.randint(0, 64, (5, 4))
-    mem = model.memory(h)
+    mem = model.cross_kv(h)
     full = model.decode(inputs, mem)
     cache = model.new_decoder_cache(5)
     steps = [model.decode(inputs[:, i : i + 1], mem, cache=cache) for i in range(4)]
@@ -75,7 +75,7 @@ def test_ftp_next_token_logits_are_decoder_first_output():
     idx = torch.randint(0, 64, (2, 9))
     out = model(idx)
     h = out.hidden[:, -1]
-    first = model.decode(idx[:, -1:], model.memory(h))[:, 0] @ model.head_weight.T
+    first = model.decode(idx[:, -1:], model.cross_kv(h))[:, 0] @ model.head_weight.T
     torch.testing.assert_close(out.logits[:, -1], first, atol=1e-5, rtol=1e-5)
 
 
@@ -132,7 +132,7 @@ def test_learned_decoder_start_never_reads_the_current_token():
     model = ft.FTP(tiny_config(decoder_start="learned")).eval()
     torch.nn.init.normal_(model.dec_start)
     h = torch.randn(6, 32)
-    mem = model.memory(h)
+    mem = model.cross_kv(h)
     inputs = torch.randint(0, 64, (6, 4))
     other = inputs.clone()
     other[:, 0] = (other[:, 0] + 1) % 64

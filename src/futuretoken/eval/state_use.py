@@ -57,7 +57,7 @@ def state_ablation(model, windows: Tensor, batch_size: int = 8, seed: int = 0) -
         variants = {"own": h, "mean_state": h.mean(0, keepdim=True).expand_as(h).contiguous(),
                     "shuffled_state": h[torch.randperm(B * T, generator=gen).to(device)]}
         for name, state in variants.items():
-            features = model.decode(x.reshape(B * T, 1), model.memory(state), state)[:, 0]  # (B*T, d)
+            features = model.decode(x.reshape(B * T, 1), model.cross_kv(state), state)[:, 0]  # (B*T, d)
             losses[name].append(_per_window_ce(model.head(features).view(B, T, -1), y).cpu())
     per_window = {k: torch.cat(v).numpy() for k, v in losses.items()}
     return {**{k: v.tolist() for k, v in per_window.items()},

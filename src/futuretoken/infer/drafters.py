@@ -98,10 +98,10 @@ def _first(state: State, forced: Tensor | None, sample: Sampler) -> Tensor:
 
 # --- FTP: the future-token decoder ------------------------------------------------------------------
 @dataclass
-class _Step1:
+class _FirstStep:
     """Decoder step 1 already run from M states: what a draft continues from."""
 
-    memory: list[tuple[Tensor, Tensor]]  # per decoder layer: cross-attention K/V (M, H, P, hd)
+    cross_kv: list[tuple[Tensor, Tensor]]  # per decoder layer: cross-attention K/V (M, H, P, hd)
     cache: list[KVCache]  # decoder self-attention cache holding step 1
     q: Tensor  # (M, V) distribution of step 1: the `ar` next-token distribution
 
@@ -109,17 +109,17 @@ class _Step1:
 @dataclass
 class FTPState(State):
     h: Tensor  # (B, d) the encoder state the decoder reads ((B, j, d) over a pass)
-    step1: _Step1  # over B rows (B * j over a pass); consumed by one draft
+    step1: _FirstStep  # over B rows (B * j over a pass); consumed by one draft
 
 
 class FTPDrafter(NextToken):
-    def _step1(self, h: Tensor, last: Tensor) -> _Step1:
+    def _step1(self, h: Tensor, last: Tensor) -> _FirstStep:
         """Decoder step 1 from states h (M, d) whose own tokens are last (M,)."""
         model = self.model
-        memory = model.memory(h)  # cross-attention K/V, reused by every later step of a draft
+        cross_kv = model.cross_kv(h)  # cross-attention K/V, reused by every later step of a draft
         cache = model.new_decoder_cache(h.shape[0])
-        features = model.decode(last[:, None], memory, h, cache=cache)  # (M, 1, d)
-        return _Step1(memory, cache, self.probs(features[:, 0]))
+        features = model.decode(last[:, None], cross_kv, h, cache=cache)  # (M, 1, d)
+        return _FirstStep(cross_kv, cache, self.probs(features[:, 0]))
 
     def advance(self, prev, h: Tensor, idx: Tensor) -> FTPState:
         step1 = self._step1(h[:, -1], idx[:, -1])
@@ -136,7 +136,7 @@ class FTPDrafter(NextToken):
         rows = _rows(a)
         flat = rows * states.h.shape[1] + a  # (B,) rows of the B*j decoder runs
         s = states.step1
-        step1 = _Step1([(k[flat], v[flat]) for k, v in s.memory], [c.select(flat) for c in s.cache], s.q[flat])
+        step1 = _FirstStep([(k[flat], v[flat]) for k, v in s.cross_kv], [c.select(flat) for c in s.cache], s.q[flat])
         return FTPState(step1.q, states.h[rows, a], step1)
 
     def draft(self, state: FTPState, k: int, forced: Tensor | None, sample: Sampler) -> tuple[Tensor, Tensor]:
@@ -145,7 +145,7 @@ class FTPDrafter(NextToken):
         tok = _first(state, forced, sample)  # (B,)
         tokens, dists = [tok], [state.q]
         for _ in range(k - 1):
-            features = model.decode(tok[:, None], state.step1.memory, state.h, cache=state.step1.cache)  # (B, 1, d)
+            features = model.decode(tok[:, None], state.step1.cross_kv, state.h, cache=state.step1.cache)  # (B, 1, d)
             q = self.probs(features[:, 0])  # (B, V)
             tok = sample(q)
             tokens.append(tok)

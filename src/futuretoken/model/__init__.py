@@ -1,6 +1,6 @@
 from .base import LanguageModel, ModelOutput
 from .blocks import KVCache
-from .counting import forward_flops_per_token, training_flops_per_token
+from .flops import forward_flops_per_token, training_flops_per_token
 from .ftp import FTP
 from .gpt import GPT
 from .loss import IGNORE, LossOutput, future_targets

@@ -1,4 +1,4 @@
-"""What every model type shares: output types, the tied head, caches and counting."""
+"""What every model type shares: output types, the tied head, caches, parameter counts, the blocks beside the encoder."""
 
 from __future__ import annotations
 

@@ -66,7 +66,7 @@ class KVCache:
 
 
 class Attention(nn.Module):
-    """Multi-head attention. Causal self-attention, or cross-attention to a memory."""
+    """Multi-head attention. Causal self-attention, or cross-attention to another sequence (FTP: the pseudo-sequence)."""
 
     def __init__(self, n_embd: int, n_head: int, bias: bool, dropout: float, *, causal: bool) -> None:
         super().__init__()
@@ -81,15 +81,15 @@ class Attention(nn.Module):
         B, t, d = x.shape
         return x.view(B, t, self.n_head, d // self.n_head).transpose(1, 2)
 
-    def memory_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
-        """Keys/values of a cross-attention memory, computable once per memory. (B, S, d) -> 2x (B, H, S, hd)."""
-        k, v = self.kv(memory).chunk(2, dim=-1)
+    def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys/values of `x` (for cross-attention computed once per attended sequence). (B, S, d) -> 2x (B, H, S, hd)."""
+        k, v = self.kv(x).chunk(2, dim=-1)
         return self._heads(k), self._heads(v)
 
     def forward(
         self,
         x: Tensor,  # (B, t, d)
-        memory_kv: tuple[Tensor, Tensor] | None = None,
+        cross_kv: tuple[Tensor, Tensor] | None = None,
         cache: KVCache | None = None,
         mask: Tensor | None = None,  # (B or 1, 1, t, S) bool, True = may attend; None = plain causal
         weights: list[Tensor] | None = None,
@@ -99,10 +99,10 @@ class Attention(nn.Module):
         B, t, d = x.shape
         q = self._heads(self.q(x))  # (B, H, t, hd)
         is_causal = False
-        if memory_kv is not None:  # cross-attention: every query sees the whole memory
-            k, v = memory_kv
+        if cross_kv is not None:  # cross-attention: every query sees the whole attended sequence
+            k, v = cross_kv
         else:
-            k, v = self.memory_kv(x)
+            k, v = self.keys_values(x)
             past = 0
             if cache is not None:
                 past = cache.length
@@ -154,13 +154,13 @@ class Block(nn.Module):
         self,
         x: Tensor,  # (B, t, d)
         cache: KVCache | None = None,
-        memory_kv: tuple[Tensor, Tensor] | None = None,
+        cross_kv: tuple[Tensor, Tensor] | None = None,
         mask: Tensor | None = None,  # self-attention mask, see Attention.forward
         weights: list[Tensor] | None = None,  # receives the self-attention probabilities
     ) -> Tensor:
         x = x + self.attn(self.ln_1(x), cache=cache, mask=mask, weights=weights)
         if self.cross is not None:
-            x = x + self.cross(self.ln_x(x), memory_kv=memory_kv)
+            x = x + self.cross(self.ln_x(x), cross_kv=cross_kv)
         return x + self.mlp(self.ln_2(x))
 
 

@@ -18,7 +18,7 @@ from .base import LanguageModel, ModelOutput
 from .blocks import Block, KVCache
 from .loss import LossOutput, future_loss, future_targets
 
-Memory = list[tuple[Tensor, Tensor]]  # per decoder layer: cross-attention keys, values (M, H, P, hd)
+CrossKV = list[tuple[Tensor, Tensor]]  # per decoder layer: cross-attention keys, values (M, H, P, hd)
 
 
 class FTP(LanguageModel):
@@ -51,11 +51,11 @@ class FTP(LanguageModel):
     def side_blocks(self) -> list[nn.Module]:
         return list(self.dec_blocks)  # (their cross-attention keys come from outside them: they stay unsharded)
 
-    def memory(self, h: Tensor) -> Memory:
+    def cross_kv(self, h: Tensor) -> CrossKV:
         """h: (M, d) state vectors -> per-layer cross-attention keys/values of their pseudo-sequences."""
         M, d = h.shape
         pseudo = self.expand(h).view(M, self.config.pseudo_len, d)  # (M, P, d)
-        return [block.cross.memory_kv(pseudo) for block in self.dec_blocks]
+        return [block.cross.keys_values(pseudo) for block in self.dec_blocks]
 
     def new_decoder_cache(self, batch: int, *, device=None, dtype=None) -> list[KVCache]:
         c, w = self.config, self.head_weight
@@ -65,7 +65,7 @@ class FTP(LanguageModel):
             for _ in self.dec_blocks
         ]
 
-    def decode(self, inputs: Tensor, memory: Memory, h: Tensor | None = None,
+    def decode(self, inputs: Tensor, cross_kv: CrossKV, h: Tensor | None = None,
                cache: list[KVCache] | None = None) -> Tensor:
         """inputs: (M, n) decoder tokens (x_t, x_{t+1}, ...), or their embeddings (M, n, d)
         -> features (M, n, d) after the final norm.
@@ -85,7 +85,7 @@ class FTP(LanguageModel):
             tok = torch.cat([self.dec_start.expand(tok.shape[0], 1, -1), tok[:, 1:]], dim=1)
         x = self.dec_drop(tok + self.dec_wpe(pos))  # (M, n, d)
         for i, block in enumerate(self.dec_blocks):
-            x = block(x, cache=cache[i] if cache else None, memory_kv=memory[i])
+            x = block(x, cache=cache[i] if cache else None, cross_kv=cross_kv[i])
         return self.dec_ln(x)
 
     # --- model API -----------------------------------------------------------------------
@@ -104,7 +104,7 @@ class FTP(LanguageModel):
         B, T = h.shape[:2]
         flat_h = h.reshape(B * T, -1)
         step1 = inputs.reshape(B * T, 1, *inputs.shape[2:])  # (B*T, 1) or (B*T, 1, d)
-        features = self.decode(step1, self.memory(flat_h), flat_h)  # (B*T, 1, d)
+        features = self.decode(step1, self.cross_kv(flat_h), flat_h)  # (B*T, 1, d)
         return ModelOutput(hidden=hidden, logits=self.head(features[:, 0]).view(B, T, -1))
 
     def loss(self, tokens: Tensor) -> LossOutput:
@@ -119,5 +119,5 @@ class FTP(LanguageModel):
             # Train the decoder on a random subset of positions; the encoder still sees all.
             keep = torch.randperm(B * T, device=h.device)[: max(1, round(c.decoder_fraction * B * T))]
             h, inputs, targets = h[keep], inputs[keep], targets[keep]
-        features = self.decode(inputs, self.memory(h), h)  # (M, N, d)
+        features = self.decode(inputs, self.cross_kv(h), h)  # (M, N, d)
         return future_loss(features, self.head_weight, targets, c.gamma, c.loss_chunk, c.vocab_size, c.loss_impl)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..data import WindowSampler
 from ..model import LanguageModel
-from . import distributed as D
+from . import distributed
 
 
 class LossModule(nn.Module):
@@ -46,7 +46,7 @@ def summarise(stats: Sequence[float]) -> dict[str, float | list[float]]:
 
 @torch.no_grad()
 def evaluate(model: LanguageModel | nn.Module, sampler: WindowSampler, n_batches: int, device: torch.device,
-             amp: torch.dtype | None = None, info: D.DistInfo | None = None) -> dict[str, float | list[float]]:
+             amp: torch.dtype | None = None, info: distributed.DistInfo | None = None) -> dict[str, float | list[float]]:
     """Loss over `n_batches` fixed validation batches: the FTP total, next-token loss and per distance,
     each a mean over all counted targets (of all processes, when `info` says there are several).
 
@@ -63,4 +63,4 @@ def evaluate(model: LanguageModel | nn.Module, sampler: WindowSampler, n_batches
             _, stats = loss_fn(tokens)
         total = stats if total is None else total + stats
     loss_fn.train(was_training)
-    return summarise(D.sum_across(total, info or D.DistInfo()).tolist())
+    return summarise(distributed.sum_across(total, info or distributed.DistInfo()).tolist())

@@ -14,7 +14,6 @@ import json
 import math
 import signal
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -25,13 +24,13 @@ import torch
 from ..checkpoint import (
     TRAINER_STATE_FIX,
     CheckpointError,
+    check_resumable,
     finish_checkpoint,
     latest_valid_checkpoint,
     list_checkpoints,
     load_full_model_state,
     load_trainer_state,
     output_dir,
-    read_checkpoint,
     read_meta,
     read_metrics,
     save_checkpoint,
@@ -46,7 +45,7 @@ from ..data.tokenizer import TOKENIZER_FILE
 from ..devices import autocast_dtype, make_deterministic, param_dtype
 from ..files import LockHeld, atomic_write, file_lock, remove_temporaries, sha256_file
 from ..model import MODELS, training_flops_per_token
-from . import distributed as D
+from . import distributed
 from .objective import LossModule, evaluate, summarise
 from .optim import learning_rate, make_optimizer
 from .parallelize import parallelize
@@ -103,7 +102,7 @@ RUN_LOCK = ".train.lock"  # held by the training that writes the run folder
 class Trainer:
     def __init__(self, cfg: RunConfig, resume: bool = False) -> None:
         self.cfg = cfg
-        self.info = D.env_info()
+        self.info = distributed.env_info()
         self.run_dir = Path(cfg.train.out_dir)
         self._held = contextlib.ExitStack()  # the run folder's lock, released by close()
         try:
@@ -114,7 +113,7 @@ class Trainer:
 
     def _setup(self, resume: bool) -> None:
         cfg, tc = self.cfg, self.cfg.train
-        self.device = D.device_for(tc.device, self.info)
+        self.device = distributed.device_for(tc.device, self.info)
         if self.info.is_main:  # under torchrun only rank 0 writes the run folder
             self._hold_run_folder()
         # Data first, before any collective: see ensure_data. Shards are hashed once per node.
@@ -124,7 +123,7 @@ class Trainer:
         self.val_tokens = TokenShards(data_dir, "val", verify=verify)
         self.data_sha256 = data_identity(self.train_tokens.manifest)
         self.tokenizer_sha256 = self.train_tokens.manifest["tokenizer_sha256"]  # TokenShards checked the file
-        D.init(self.info, self.device)
+        distributed.init(self.info, self.device)
         if tc.deterministic:
             make_deterministic()
         # The data decide the vocabulary and the document separator.
@@ -144,7 +143,7 @@ class Trainer:
         amp = autocast_dtype(tc.dtype, self.device)
         self.loss_module = parallelize(LossModule(self.model), self.model, self.info, self.device, tc.parallel, amp,
                                        tc.activation_checkpointing, tc.compile)
-        self.sharded = D.is_sharded(self.loss_module)
+        self.sharded = distributed.is_sharded(self.loss_module)
         self.amp = None if self.sharded else amp  # FSDP's mixed-precision policy computes in bf16 itself
         self.optimizer = make_optimizer(self.loss_module, tc)
         self.step, self.tokens_seen = 0, 0
@@ -198,46 +197,19 @@ class Trainer:
             if existing:
                 raise CheckpointError(f"no checkpoint in {self.run_dir} passed its checksum; cannot resume")
             return None  # nothing saved yet: --resume starts from scratch
-        meta, saved_config = read_checkpoint(ckpt, verify=False)  # latest_valid_checkpoint has just verified it
-        if meta["model_type"] != self.cfg.train.model:
-            raise CheckpointError(
-                f"{ckpt} holds a '{meta['model_type']}' model but the config trains '{self.cfg.train.model}'; "
-                "set train.model to match, or use another out_dir"
-            )
-        # The checked config, in which fields added since the checkpoint was written take their defaults.
-        saved, wanted = saved_config.to_dict(), self.cfg.model.to_dict()
-        diff = {k: (saved[k], v) for k, v in wanted.items() if saved[k] != v}
-        if diff:
-            raise CheckpointError(
-                f"{ckpt} was trained with a different model config {diff} (saved, now); "
-                "resume with the original config and data, or use another out_dir"
-            )
-        if "data_sha256" not in meta:
-            warnings.warn(f"{ckpt} does not record its training data (written by an older futuretoken): cannot "
-                          f"check that {self.cfg.data.dir} still holds the same tokens", stacklevel=3)
-        elif meta["data_sha256"] != self.data_sha256:
-            raise CheckpointError(
-                f"{ckpt} was trained on other data than {self.cfg.data.dir} holds now (its shards or tokenizer "
-                "differ: the folder was prepared again, from another corpus, split, seed or tokenizer), so the same "
-                "token ids would mean other text. Fix: resume with the data folder it was trained on, or start a "
-                "new run in another train.out_dir"
-            )
-        if (meta["layout"] == "sharded") != (self.info.enabled and self.cfg.train.parallel == "fsdp"):
-            raise CheckpointError(
-                f"{ckpt} has the '{meta['layout']}' layout, which this launch cannot continue: sharded checkpoints "
-                "are resumed with train.parallel=fsdp under torchrun, full ones without FSDP"
-            )
+        check_resumable(ckpt, self.cfg.train.model, self.cfg.model, self.data_sha256, str(self.cfg.data.dir),
+                        sharded=self.info.enabled and self.cfg.train.parallel == "fsdp")
         return ckpt
 
     def _restore(self, ckpt: Path) -> None:
         meta = read_meta(ckpt, verify=False)  # _checkpoint_to_resume has just verified it
         state = load_trainer_state(ckpt, meta)
         if self.sharded:
-            D.load_sharded(self.loss_module, self.optimizer, ckpt / "dcp")
+            distributed.load_sharded(self.loss_module, self.optimizer, ckpt / "dcp")
         else:
             model_sd = {f"model.{k}": v for k, v in load_full_model_state(ckpt, meta).items()}
             try:
-                D.load_full_state_dicts(self.loss_module, self.optimizer, model_sd, state["optimizer"])
+                distributed.load_full_state_dicts(self.loss_module, self.optimizer, model_sd, state["optimizer"])
                 problem = _optimizer_misfit(self.optimizer)
             except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
                 problem = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
@@ -264,7 +236,7 @@ class Trainer:
         """Every weight of every process is finite (one read-back, at checkpoints only)."""
         local = [p.to_local() if hasattr(p, "to_local") else p for p in self.model.parameters()]  # FSDP: own shard
         bad = sum((~torch.isfinite(t.detach())).sum() for t in local).double()
-        return D.sum_across(bad, self.info).item() == 0
+        return distributed.sum_across(bad, self.info).item() == 0
 
     def save(self) -> Path | None:
         """Write a checkpoint of the current step (collective: every process calls it).
@@ -278,14 +250,14 @@ class Trainer:
                 "raise warmup_steps, then continue with --resume"
             )
         trainer_state = {"step": self.step, "tokens_seen": self.tokens_seen,
-                         "rng": D.gather_objects(self._rng_state(), self.info)}
+                         "rng": distributed.gather_objects(self._rng_state(), self.info)}
         meta = {"model_type": self.cfg.train.model, "model_config": self.cfg.model.to_dict(),
                 "tokens_seen": self.tokens_seen, "data_sha256": self.data_sha256,
                 "tokenizer_sha256": self.tokenizer_sha256}
         try:
             if self.sharded:
                 return self._save_sharded(trainer_state, meta)
-            model_sd, trainer_state["optimizer"] = D.full_state_dicts(self.loss_module, self.optimizer)
+            model_sd, trainer_state["optimizer"] = distributed.full_state_dicts(self.loss_module, self.optimizer)
             if not self.info.is_main:
                 return None
             model_sd = {k.removeprefix("model."): v for k, v in model_sd.items()}
@@ -303,14 +275,14 @@ class Trainer:
         tc = self.cfg.train
         if self.info.is_main:
             temporary_checkpoint_dir(self.run_dir, self.step)
-        D.barrier(self.info)
+        distributed.barrier(self.info)
         tmp = temporary_checkpoint_path(self.run_dir, self.step)
-        D.save_sharded(self.loss_module, self.optimizer, tmp / "dcp")
+        distributed.save_sharded(self.loss_module, self.optimizer, tmp / "dcp")
         final = None
         if self.info.is_main:
             torch.save(trainer_state, tmp / "trainer.pt")
             final = finish_checkpoint(tmp, self.step, {"layout": "sharded", **meta}, tc.keep_last, tc.keep_every)
-        D.barrier(self.info)  # nobody writes the next checkpoint before this one is in place
+        distributed.barrier(self.info)  # nobody writes the next checkpoint before this one is in place
         return final
 
     # --- logging ---------------------------------------------------------------------------
@@ -343,14 +315,14 @@ class Trainer:
         stats = torch.zeros(2 + 2 * self.model.horizon + 2, dtype=torch.float64, device=self.device)
         for micro in range(tc.grad_accum):
             tokens = self._batch(micro)
-            with D.grad_sync(self.loss_module, micro == tc.grad_accum - 1):
+            with distributed.grad_sync(self.loss_module, micro == tc.grad_accum - 1):
                 # autocast covers the forward only: backward runs each op in the dtype its forward used
                 with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
                     weighted_sum, micro_stats = self.loss_module(tokens)
                 weighted_sum.backward()  # a sum: the global normaliser is applied to the gradients below
             stats[:SKIPPED] += micro_stats
         stats[STOP].fill_(float(self._stop_signal is not None))
-        stats = D.sum_across(stats, self.info)
+        stats = distributed.sum_across(stats, self.info)
         params = [p for p in self.loss_module.parameters() if p.grad is not None]
         # DDP and FSDP average gradients over processes; we want their sum over the global weight.
         scale = (self.info.world / stats[1].clamp_min(1e-12)).float()
@@ -445,7 +417,7 @@ class Trainer:
         return result
 
     def close(self) -> None:
-        D.teardown(self.info)
+        distributed.teardown(self.info)
         self._held.close()
 
 
