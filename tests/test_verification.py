@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import futuretoken.checkpoint as checkpoint
+import futuretoken.checkpoint.verify as verify
 from conftest import run_cli, run_config
 from futuretoken.checkpoint import (
     CheckpointError,
@@ -25,6 +25,7 @@ from futuretoken.checkpoint import (
     run_data_dir,
     temporary_checkpoint_dir,
 )
+from futuretoken.config import ModelConfig
 from futuretoken.data import DataError, TokenShards, prepare
 from futuretoken.data.tokenizer import load_tokenizer, train_bpe
 from futuretoken.files import sha256_file
@@ -107,7 +108,7 @@ def test_a_forged_sharded_checkpoint_cannot_allocate_beyond_its_bytes(sharded_ru
     meta = json.loads((ckpt / "meta.json").read_text())
     forged = {**meta["model_config"], "vocab_size": 64 * 600}  # declared, not stored: a 38k-row embedding
     with torch.device("meta"):
-        shapes = {f"model.model.{k}": v.shape for k, v in MODELS["ftp"](checkpoint.ModelConfig(**forged))
+        shapes = {f"model.model.{k}": v.shape for k, v in MODELS["ftp"](ModelConfig(**forged))
                   .state_dict().items()}
 
     def grow(metadata):  # declare the forged config's shapes; the stored bytes stay the small model's
@@ -214,7 +215,7 @@ def test_a_reader_never_sees_no_checkpoint_while_a_training_rotates_them(trained
     (old,) = list_checkpoints(run)
     meta = {k: v for k, v in json.loads((old / "meta.json").read_text()).items()
             if k not in ("format", "futuretoken", "step", "files")}
-    real_read, calls = checkpoint.read_checkpoint, []
+    real_read, calls = verify.read_checkpoint, []
 
     def read_after_a_rotation(ckpt, verify=True):
         if not calls:
@@ -225,7 +226,7 @@ def test_a_reader_never_sees_no_checkpoint_while_a_training_rotates_them(trained
         calls.append(ckpt.name)
         return real_read(ckpt, verify)
 
-    monkeypatch.setattr(checkpoint, "read_checkpoint", read_after_a_rotation)
+    monkeypatch.setattr(verify, "read_checkpoint", read_after_a_rotation)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "skipping checkpoint": nothing corrupt was seen
         assert latest_valid_checkpoint(run).name == "step-0000009"
