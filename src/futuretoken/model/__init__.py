@@ -1,6 +1,6 @@
+from ..config import ModelConfig
 from .base import LanguageModel, ModelOutput
 from .blocks import KVCache
-from .flops import forward_flops_per_token, training_flops_per_token
 from .ftp import FTP
 from .gpt import GPT
 from .loss import IGNORE, LossOutput, future_targets
@@ -8,6 +8,18 @@ from .mtp import MTP
 from .mtp_seq import MTPSeq
 
 MODELS = {"gpt": GPT, "ftp": FTP, "mtp": MTP, "mtp_seq": MTPSeq}  # keys: config.MODEL_TYPES
+
+
+def forward_flops_per_token(c: ModelConfig, model_type: str) -> float:
+    """Forward FLOPs per input token of `model_type` with config `c` (model/flops.py)."""
+    if model_type not in MODELS:
+        raise ValueError(f"unknown model type '{model_type}'; expected one of {', '.join(MODELS)}")
+    return MODELS[model_type].forward_flops_per_token(c)
+
+
+def training_flops_per_token(c: ModelConfig, model_type: str) -> float:
+    """Forward + backward FLOPs per input token (3x forward: MTP's sequential backward recomputes nothing)."""
+    return 3 * forward_flops_per_token(c, model_type)
 
 __all__ = [
     "FTP", "GPT", "IGNORE", "KVCache", "LanguageModel", "LossOutput", "MODELS", "MTP", "MTPSeq", "ModelOutput",

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from .blocks import KVCache, init_weights
 from .encoder import Encoder
+from .flops import encoder_forward_flops
 
 
 @dataclass
@@ -47,6 +48,11 @@ class LanguageModel(nn.Module):
     def head(self, features: Tensor) -> Tensor:
         """(..., d) -> (..., V) logits over the real vocabulary: padded rows are never predicted."""
         return (features @ self.head_weight.T)[..., : self.config.vocab_size]
+
+    @staticmethod
+    def forward_flops_per_token(c: ModelConfig) -> float:
+        """Forward FLOPs per input token, counted as model/flops.py explains (the GPT baseline here)."""
+        return encoder_forward_flops(c) + 2 * c.n_embd * c.padded_vocab_size
 
     def side_blocks(self) -> list[nn.Module]:
         """The transformer blocks this model type runs beside its encoder (FTP's decoder, MTP's heads

@@ -1,5 +1,8 @@
 """Training FLOPs per token, counted from the matmul shapes (FTP's decoder, MTP's heads and modules included).
 
+Each model class counts its own forward (`forward_flops_per_token`) from the helpers here;
+`futuretoken.model.training_flops_per_token(config, model_type)` looks the class up.
+
 Convention (as in the PaLM paper and nanoGPT): a matmul of (m, k) by (k, n) costs
 2*m*k*n forward and twice that backward, so training costs 3x forward. Attention
 scores and their weighted sum cost 2 * 2 * q_len * kv_len * d forward per layer
@@ -25,7 +28,7 @@ vocabulary (the embedding's rows, ModelConfig.padded_vocab_size), as nanoGPT cou
 
 from __future__ import annotations
 
-from ..config import MODEL_TYPES, ModelConfig
+from ..config import ModelConfig
 
 
 def block_forward_flops(c: ModelConfig) -> float:
@@ -36,26 +39,3 @@ def block_forward_flops(c: ModelConfig) -> float:
 
 def encoder_forward_flops(c: ModelConfig) -> float:
     return c.n_layer * block_forward_flops(c)
-
-
-def forward_flops_per_token(c: ModelConfig, model_type: str) -> float:
-    d, V, block = c.n_embd, c.padded_vocab_size, block_forward_flops(c)
-    if model_type == "gpt":
-        return encoder_forward_flops(c) + 2 * d * V
-    if model_type == "mtp":
-        return encoder_forward_flops(c) + (c.horizon - 1) * block + c.horizon * 2 * d * V
-    if model_type == "mtp_seq":
-        return encoder_forward_flops(c) + 2 * d * V + (c.horizon - 1) * (4 * d * d + block + 2 * d * V)
-    if model_type != "ftp":
-        raise ValueError(f"unknown model type '{model_type}'; expected one of {', '.join(MODEL_TYPES)}")
-    N, P, Ld = c.horizon, c.pseudo_len, c.dec_layer
-    if Ld == 0:  # no decoder: h_t goes straight to the head
-        return encoder_forward_flops(c) + 2 * d * V
-    per_decoder_token = Ld * (28 * d * d + 4 * N * d + 4 * P * d) + 2 * d * V
-    per_position = Ld * 4 * P * d * d + N * per_decoder_token
-    return encoder_forward_flops(c) + 2 * d * P * d + c.decoder_fraction * per_position
-
-
-def training_flops_per_token(c: ModelConfig, model_type: str) -> float:
-    """Forward + backward FLOPs per input token (3x forward)."""
-    return 3 * forward_flops_per_token(c, model_type)

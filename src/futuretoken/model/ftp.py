@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from .base import LanguageModel, ModelOutput
 from .blocks import Block, KVCache
+from .flops import encoder_forward_flops
 from .loss import LossOutput, future_loss, future_targets
 
 CrossKV = list[tuple[Tensor, Tensor]]  # per decoder layer: cross-attention keys, values (M, H, P, hd)
@@ -48,6 +49,15 @@ class FTP(LanguageModel):
         return self.config.horizon
 
     # --- decoder -------------------------------------------------------------------------
+    @staticmethod
+    def forward_flops_per_token(c: ModelConfig) -> float:
+        d, V, N, P, Ld = c.n_embd, c.padded_vocab_size, c.horizon, c.pseudo_len, c.dec_layer
+        if Ld == 0:  # no decoder: h_t goes straight to the head
+            return encoder_forward_flops(c) + 2 * d * V
+        per_decoder_token = Ld * (28 * d * d + 4 * N * d + 4 * P * d) + 2 * d * V
+        per_position = Ld * 4 * P * d * d + N * per_decoder_token  # cross K/V of P vectors, N decoder tokens
+        return encoder_forward_flops(c) + 2 * d * P * d + c.decoder_fraction * per_position
+
     def side_blocks(self) -> list[nn.Module]:
         return list(self.dec_blocks)  # (their cross-attention keys come from outside them: they stay unsharded)
 

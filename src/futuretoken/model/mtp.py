@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from .blocks import Block, KVCache
 from .encoder import Trace
+from .flops import block_forward_flops, encoder_forward_flops
 from .gpt import GPT
 from .loss import LossOutput, future_loss, future_targets, per_position
 
@@ -46,6 +47,11 @@ class MTP(GPT):
     @property
     def horizon(self) -> int:
         return self.config.horizon
+
+    @staticmethod
+    def forward_flops_per_token(c: ModelConfig) -> float:  # heads 2..N: one block each; an unembedding per head
+        d, V = c.n_embd, c.padded_vocab_size
+        return encoder_forward_flops(c) + (c.horizon - 1) * block_forward_flops(c) + c.horizon * 2 * d * V
 
     def side_blocks(self) -> list[nn.Module]:
         return list(self.heads)  # head 1 is the encoder's last block

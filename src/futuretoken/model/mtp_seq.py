@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from .blocks import Block, KVCache
+from .flops import block_forward_flops, encoder_forward_flops
 from .gpt import GPT
 from .loss import LossOutput, future_loss, future_targets, per_position
 
@@ -61,6 +62,11 @@ class MTPSeq(GPT):
     @property
     def horizon(self) -> int:
         return self.config.horizon
+
+    @staticmethod
+    def forward_flops_per_token(c: ModelConfig) -> float:  # module k: projection 2d -> d, one block, the head
+        d, V = c.n_embd, c.padded_vocab_size
+        return encoder_forward_flops(c) + 2 * d * V + (c.horizon - 1) * (4 * d * d + block_forward_flops(c) + 2 * d * V)
 
     def side_blocks(self) -> list[nn.Module]:
         return [module.block for module in self.mtp]
