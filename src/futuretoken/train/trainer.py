@@ -9,8 +9,6 @@ step then stops the run with the last good checkpoint named.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import signal
 import time
@@ -30,9 +28,7 @@ from ..checkpoint import (
     list_checkpoints,
     load_full_model_state,
     load_trainer_state,
-    output_dir,
     read_meta,
-    read_metrics,
     save_checkpoint,
     temporary_checkpoint_dir,
     temporary_checkpoint_path,
@@ -41,14 +37,14 @@ from ..config import ConfigError, DataConfig, RunConfig
 from ..data import TokenShards, WindowSampler, prepare
 from ..data.prepare import check_prepared_as
 from ..data.shards import MANIFEST, data_identity
-from ..data.tokenizer import TOKENIZER_FILE
 from ..devices import autocast_dtype, make_deterministic, param_dtype
-from ..files import LockHeld, atomic_write, file_lock, remove_temporaries, sha256_file
+from ..files import LockHeld
 from ..model import MODELS, training_flops_per_token
 from . import distributed
 from .objective import LossModule, evaluate, summarise
 from .optim import learning_rate, make_optimizer
 from .parallelize import parallelize
+from .run_folder import RunFolder
 
 
 class TrainingError(RuntimeError):
@@ -96,7 +92,6 @@ def _optimizer_misfit(optimizer: torch.optim.Optimizer) -> str | None:
 
 # Layout of a step's statistics row: LossModule's stats, then these two flags.
 SKIPPED, STOP = -2, -1
-RUN_LOCK = ".train.lock"  # held by the training that writes the run folder
 
 
 class Trainer:
@@ -104,7 +99,7 @@ class Trainer:
         self.cfg = cfg
         self.info = distributed.env_info()
         self.run_dir = Path(cfg.train.out_dir)
-        self._held = contextlib.ExitStack()  # the run folder's lock, released by close()
+        self.folder = RunFolder(self.run_dir)  # held by rank 0 (under torchrun only rank 0 writes it)
         try:
             self._setup(resume)
         except BaseException:
@@ -152,36 +147,17 @@ class Trainer:
         if self.ckpt is not None:
             self._restore(self.ckpt)
         elif self.info.is_main:
-            self._write_run_record(data_dir)
-
-    def _write_run_record(self, data_dir: Path) -> None:
-        """RUN/run.json (the config, with the data section as the folder was actually prepared, and the
-        identity of the data and tokenizer trained on), RUN/tokenizer.json and an empty metrics.jsonl."""
-        manifest = self.train_tokens.manifest
-        record = self.cfg.to_dict()
-        record["data"].update(corpus=manifest["corpus"], tokenizer=manifest["tokenizer"],
-                              val_fraction=manifest["val_fraction"])
-        record.update(model_type=self.cfg.train.model, data_sha256=self.data_sha256,
-                      manifest_sha256=sha256_file(data_dir / MANIFEST), tokenizer_sha256=self.tokenizer_sha256)
-        atomic_write(self.run_dir / "run.json", json.dumps(record, indent=2))
-        atomic_write(self.run_dir / TOKENIZER_FILE, (data_dir / TOKENIZER_FILE).read_bytes())
-        (self.run_dir / "metrics.jsonl").write_text("")
+            self.folder.write_record(cfg, data_dir, self.train_tokens.manifest, self.data_sha256)
 
     # --- checkpoints -----------------------------------------------------------------------
     def _hold_run_folder(self) -> None:
-        """One training per run folder: two would delete each other's checkpoints and mix their
-        metrics. The lock is released by close(), or by the kernel when the process dies; then
-        what a killed writer left half-written (temporary files and checkpoint folders) goes."""
-        output_dir(self.run_dir, "train.out_dir")
         try:
-            self._held.enter_context(file_lock(self.run_dir / RUN_LOCK, wait=False))
+            self.folder.hold()
         except LockHeld as err:
             raise TrainingError(
                 f"{self.run_dir} is in use by another training (process {err.holder}). Fix: wait for it to finish "
                 "or stop it (then --resume), or set train.out_dir to another folder"
             ) from None
-        remove_temporaries(self.run_dir)
-        remove_temporaries(self.run_dir / "checkpoints")
 
     def _checkpoint_to_resume(self, resume: bool) -> Path | None:
         existing = list_checkpoints(self.run_dir)
@@ -222,8 +198,7 @@ class Trainer:
         if self.device.type == "cuda" and "cuda" in rng:
             torch.cuda.set_rng_state(rng["cuda"])
         if self.info.is_main:  # forget metrics logged after the checkpoint: they will be redone
-            kept = [r for r in read_metrics(self.run_dir) if r["step"] <= self.step]
-            atomic_write(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+            self.folder.forget_after(self.step)
             self._say(f"resumed from {ckpt} at step {self.step}")
 
     def _rng_state(self) -> dict[str, torch.Tensor]:
@@ -292,8 +267,7 @@ class Trainer:
 
     def _log(self, record: dict) -> None:
         if self.info.is_main:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            self.folder.log(record)
 
     # --- the loop --------------------------------------------------------------------------
     def _on_signal(self, signum, _frame) -> None:
@@ -418,7 +392,7 @@ class Trainer:
 
     def close(self) -> None:
         distributed.teardown(self.info)
-        self._held.close()
+        self.folder.release()
 
 
 def train(cfg: RunConfig, resume: bool = False) -> TrainResult:
