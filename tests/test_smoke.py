@@ -68,7 +68,10 @@ def test_run_config_trains_one_step(path, data_dir, tmp_path):
     overrides = [f"data.dir={data_dir}", "data.corpus=none", "data.tokenizer=none", "data.val_fraction=none",
                  f"train.out_dir={tmp_path / 'run'}", "train.device=cpu", "train.compile=false",
                  "train.progress=false", "train.batch_size=1", f"train.grad_accum={min(cfg.train.grad_accum, 2)}",
-                 f"model.block_size={min(cfg.model.block_size, 64)}"]
+                 f"model.block_size={min(cfg.model.block_size, 64)}",
+                 # widths as configured, depth capped: the full depth is built on meta above, and
+                 # initialising gpt2-124m's 12 layers would cost most of the suite's time for this test
+                 f"model.n_layer={min(cfg.model.n_layer, 2)}"]
     cfg = RunConfig.load(path, overrides)
     trainer = Trainer(cfg)
     try:
