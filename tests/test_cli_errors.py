@@ -17,22 +17,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import run_config
-from futuretoken.cli import main
+from conftest import run_config, run_main
 
 CPU_EXPERIMENT = Path(__file__).parent.parent / "configs" / "experiments" / "cpu.toml"
 
 
 def cli(capsys, *argv) -> tuple[int, str]:
     """(exit status, stderr) of `futuretoken ARGV`; a traceback would escape as the exception."""
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    err = capsys.readouterr().err
-    if code != 0:
-        assert code == 2 and "error: " in err and "Traceback" not in err, err
+    code, _, err = run_main(capsys, *argv)
     return code, err
 
 

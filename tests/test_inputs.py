@@ -11,25 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import futuretoken as ft
-from conftest import tiny_config
-from futuretoken.cli import main
+from conftest import run_main, tiny_config
 from futuretoken.config import ConfigError, RunConfig
 from futuretoken.data.corpora import MAX_LINE_CHARS, iter_documents, read_texts
 from futuretoken.data.errors import DataError
 from futuretoken.infer.sampling import SamplingConfig, probs
 
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of `futuretoken ARGV` run in this process."""
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    if code != 0:
-        assert code == 2 and "error: " in err and "Traceback" not in err, err
-    return code, out, err
+cli = run_main  # (exit status, stdout, stderr) of `futuretoken ARGV`, in this process
 
 
 # --- generate: options ---------------------------------------------------------------------------

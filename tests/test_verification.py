@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import futuretoken.checkpoint.verify as verify
-from conftest import run_config
+from conftest import run_config, run_main
 from futuretoken.checkpoint import (
     CheckpointError,
     finish_checkpoint,
@@ -25,23 +25,12 @@ from futuretoken.checkpoint import (
     run_data_dir,
     temporary_checkpoint_dir,
 )
-from futuretoken.cli import main
 from futuretoken.config import ModelConfig
 from futuretoken.data import DataError, TokenShards, prepare
 from futuretoken.data.tokenizer import load_tokenizer, train_bpe
 from futuretoken.files import sha256_file
 from futuretoken.model import MODELS
 from futuretoken.train import Trainer, distributed, train
-
-
-def cli(capsys, *argv) -> tuple[int, str]:
-    """(exit status, stderr) of `futuretoken ARGV`, in this process."""
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
 
 
 def repin(ckpt: Path, **changes) -> None:
@@ -330,7 +319,7 @@ def test_a_run_whose_tokenizer_was_swapped_is_refused(run_with_another_tokenizer
         load_tokenizer(run_with_another_tokenizer)
     for args in (["generate", str(run_with_another_tokenizer), "Fellow", "--max-new-tokens", "2"],
                  ["export-hf", str(run_with_another_tokenizer), str(run_with_another_tokenizer.parent / "hf")]):
-        code, err = cli(capsys, *args)
+        code, _, err = run_main(capsys, *args)
         assert code == 2 and "is not the tokenizer" in err and "Traceback" not in err
 
 
@@ -344,7 +333,7 @@ def test_commands_refuse_to_write_into_a_checkpoint_folder(trained_runs, tmp_pat
                  ["embed", str(run), str(texts), "--out", str(ckpt / "vectors.npy")],
                  ["embed", str(run), str(texts), "--out", str(run / "checkpoints" / "vectors.npy")],
                  ["data", "prepare", "--corpus", str(texts), "--tokenizer", "bpe:300", "--out", str(run)]):
-        code, err = cli(capsys, *args)
+        code, _, err = run_main(capsys, *args)
         assert code == 2, (args, err)
         assert "is inside the checkpoint folder" in err or "is a run folder" in err, err
     assert latest_valid_checkpoint(run) == ckpt  # still valid: nothing was written into it
