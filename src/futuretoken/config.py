@@ -101,6 +101,14 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {err}") from None
 
 
+# The choices of the string-valued settings: their one home (validation and the modules that use them).
+DECODER_STARTS = ("current", "learned")  # model.decoder_start
+MTP_BACKWARDS = ("sequential", "joint")  # model.mtp_backward
+LOSS_IMPLEMENTATIONS = ("auto", "torch", "chunked")  # model.loss_impl (model/loss.py)
+DTYPES = ("auto", "float32", "bfloat16", "float64")  # train.dtype
+PARALLEL = ("ddp", "fsdp")  # train.parallel
+
+
 @dataclass
 class ModelConfig:
     """Shape of the encoder (shared by every model type) and of each objective's extra parts."""
@@ -173,12 +181,12 @@ class ModelConfig:
             0.0 < self.decoder_fraction <= 1.0,
             f"decoder_fraction={self.decoder_fraction} must be in (0, 1]; 1 trains the decoder on every position",
         )
-        need(self.decoder_start in ("current", "learned"),
+        need(self.decoder_start in DECODER_STARTS,
              f"decoder_start={self.decoder_start!r} is unknown; choose current (x_t) or learned (a start vector)")
-        need(self.mtp_backward in ("sequential", "joint"),
+        need(self.mtp_backward in MTP_BACKWARDS,
              f"mtp_backward={self.mtp_backward!r} is unknown; choose sequential (less memory, same gradients) or joint")
         need(self.mtp_lambda >= 0.0, f"mtp_lambda={self.mtp_lambda} must be >= 0; 0 trains the next-token head alone")
-        need(self.loss_impl in ("auto", "torch", "chunked"),
+        need(self.loss_impl in LOSS_IMPLEMENTATIONS,
              f"loss_impl={self.loss_impl!r} is unknown; choose auto, torch or chunked")
         if self.eot_token is not None:
             need(
@@ -328,12 +336,12 @@ class TrainConfig:
                               "give a seed in that range")
         if self.warmup_steps < 0:
             raise ConfigError(f"train.warmup_steps={self.warmup_steps} must be >= 0")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float64"):
+        if self.dtype not in DTYPES:
             raise ConfigError(f"train.dtype='{self.dtype}' is unknown; choose auto, float32, bfloat16 or float64")
         if self.activation_checkpointing not in ACTIVATION_CHECKPOINTING:
             raise ConfigError(f"train.activation_checkpointing='{self.activation_checkpointing}' is unknown; "
                               "choose none, decoder or all")
-        if self.parallel not in ("ddp", "fsdp"):
+        if self.parallel not in PARALLEL:
             raise ConfigError(f"train.parallel='{self.parallel}' is unknown; choose ddp or fsdp")
 
 

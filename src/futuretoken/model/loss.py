@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..config import LOSS_IMPLEMENTATIONS
+
 IGNORE = -100
-IMPLEMENTATIONS = ("auto", "torch", "chunked")
 HAS_TORCH_LINEAR_CE = hasattr(torch.nn, "LinearCrossEntropyOptions")
 
 
@@ -137,8 +138,8 @@ def linear_cross_entropy(x: Tensor, weight: Tensor, targets: Tensor, row_weights
 
 
 def resolve_implementation(impl: str) -> str:
-    if impl not in IMPLEMENTATIONS:
-        raise ValueError(f"loss_impl={impl!r} is unknown; choose one of {', '.join(IMPLEMENTATIONS)}")
+    if impl not in LOSS_IMPLEMENTATIONS:
+        raise ValueError(f"loss_impl={impl!r} is unknown; choose one of {', '.join(LOSS_IMPLEMENTATIONS)}")
     if impl == "auto":
         return "torch" if HAS_TORCH_LINEAR_CE else "chunked"
     if impl == "torch" and not HAS_TORCH_LINEAR_CE:
