@@ -42,6 +42,7 @@ from .layout import (
 from .load import TRAINER_STATE_FIX, dcp_load, load_full_model_state, load_model, load_trainer_state, run_tokenizer
 from .runs import read_metrics, run_data_dir
 from .verify import (
+    CheckedCheckpoint,
     StoredTensor,
     check_dcp_storage,
     check_resumable,
@@ -56,8 +57,8 @@ from .verify import (
 )
 
 __all__ = [
-    "FORMAT_VERSION", "META", "PREFIX", "REQUIRED_FILES", "TRAINER_STATE_FIX", "CheckpointError", "StoredTensor",
-    "check_dcp_storage", "check_resumable", "checked_config", "checkpoint_name", "checkpoint_step", "dcp_load",
+    "FORMAT_VERSION", "META", "PREFIX", "REQUIRED_FILES", "TRAINER_STATE_FIX", "CheckedCheckpoint", "CheckpointError",
+    "StoredTensor", "check_dcp_storage", "check_resumable", "checked_config", "checkpoint_name", "checkpoint_step", "dcp_load",
     "finish_checkpoint", "latest_valid_checkpoint", "list_checkpoints", "load_full_model_state", "load_model",
     "load_trainer_state", "output_dir", "read_checkpoint", "read_dcp_metadata", "read_meta", "read_metrics",
     "remove_checkpoint", "resolve_checkpoint", "run_data_dir", "run_tokenizer", "save_checkpoint", "stored_dtype",

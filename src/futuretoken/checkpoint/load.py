@@ -20,7 +20,7 @@ from ..files import sha256_file
 from ..model import MODELS, LanguageModel
 from .layout import META, CheckpointError
 from .runs import _recorded_data_dir
-from .verify import RELIST, read_checkpoint, resolve_checkpoint, stored_dtype
+from .verify import RELIST, read_checkpoint, resolve_checkpoint
 
 
 def load_full_model_state(ckpt: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -85,8 +85,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Language
 def _load_verified(ckpt: Path, hashed: bool) -> LanguageModel:
     """The model of a checkpoint whose files were (hashed=True) or are now checked against meta.json;
     the full layout's weights are hashed once more as they are read (load_full_model_state)."""
-    meta, config = read_checkpoint(ckpt, verify=not hashed)
-    model = MODELS[meta["model_type"]](config).to(stored_dtype(ckpt, meta))
+    meta, config, dtype = read_checkpoint(ckpt, verify=not hashed)
+    model = MODELS[meta["model_type"]](config).to(dtype)
     if meta["layout"] == "sharded":
         state = {f"model.{k}": v for k, v in model.state_dict().items()}
         dcp_load({"model": state}, ckpt / "dcp")

@@ -11,7 +11,7 @@ import warnings
 from dataclasses import dataclass
 from math import prod
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -239,10 +239,10 @@ def check_dcp_storage(ckpt: Path, metadata, pinned: dict[str, str]) -> None:
             raise refuse(f"declares {fqn} with shape {shape} ({prod(shape)} values), but its chunks hold {covered}")
 
 
-def checked_config(ckpt: Path, meta: dict[str, Any]) -> ModelConfig:
+def checked_config(ckpt: Path, meta: dict[str, Any], stored: dict[str, StoredTensor]) -> ModelConfig:
     """The model config of a checkpoint, after checking it against sane bounds (ModelConfig.validate)
-    and against the shapes in the weights' header: no model is built from a config the weights do
-    not confirm, so a tampered meta.json cannot make the constructor allocate without end."""
+    and against the shapes in the weights' header (`stored`): no model is built from a config the
+    weights do not confirm, so a tampered meta.json cannot make the constructor allocate without end."""
     model_type = meta["model_type"]
     if model_type not in MODELS:
         raise CheckpointError(f"{ckpt} holds model type '{model_type}', expected one of {sorted(MODELS)}")
@@ -252,7 +252,7 @@ def checked_config(ckpt: Path, meta: dict[str, Any]) -> ModelConfig:
         raise CheckpointError(f"{ckpt} has a model config this version cannot read: {err}") from None
     with torch.device("meta"):  # shapes only: nothing is allocated
         expected = {k: tuple(v.shape) for k, v in MODELS[model_type](config).state_dict().items()}
-    found = {name: tensor.shape for name, tensor in stored_tensors(ckpt, meta).items()}
+    found = {name: tensor.shape for name, tensor in stored.items()}
     if found != expected:
         diff = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
         raise CheckpointError(
@@ -262,22 +262,30 @@ def checked_config(ckpt: Path, meta: dict[str, Any]) -> ModelConfig:
     return config
 
 
-def stored_dtype(ckpt: Path, meta: dict[str, Any]) -> torch.dtype:
+def stored_dtype(ckpt: Path, stored: dict[str, StoredTensor]) -> torch.dtype:
     """The floating dtype the weights were saved in (float64 for a float64 run): a model is loaded in
     it, never cast to a narrower one (a finite float64 weight can be infinite in float32)."""
-    dtypes = {t.dtype for t in stored_tensors(ckpt, meta).values() if t.dtype.is_floating_point}
+    dtypes = {t.dtype for t in stored.values() if t.dtype.is_floating_point}
     if len(dtypes) != 1:
         raise CheckpointError(f"{ckpt}: the weights have floating dtypes {sorted(map(str, dtypes))}, futuretoken "
                               "saves one; the checkpoint is corrupt or was not written by futuretoken")
     return dtypes.pop()
 
 
-def read_checkpoint(ckpt: Path, verify: bool = True) -> tuple[dict[str, Any], ModelConfig]:
-    """meta.json (read_meta) and the model config the weights confirm (checked_config). A file that
-    vanishes while it is read (a checkpoint rotated away) is a CheckpointError too."""
+class CheckedCheckpoint(NamedTuple):
+    meta: dict[str, Any]  # meta.json, checked (read_meta)
+    config: ModelConfig  # the model config the weights' shapes confirm (checked_config)
+    dtype: torch.dtype  # the one floating dtype of the weights (stored_dtype)
+
+
+def read_checkpoint(ckpt: Path, verify: bool = True) -> CheckedCheckpoint:
+    """meta.json, the model config and the weights' dtype, all checked against the weights' header,
+    which is read once. A file that vanishes while it is read (a checkpoint rotated away) is a
+    CheckpointError too."""
     try:
         meta = read_meta(ckpt, verify)
-        return meta, checked_config(ckpt, meta)
+        stored = stored_tensors(ckpt, meta)
+        return CheckedCheckpoint(meta, checked_config(ckpt, meta, stored), stored_dtype(ckpt, stored))
     except OSError as err:
         raise CheckpointError(f"{ckpt} cannot be read ({err})") from None
 
@@ -286,7 +294,7 @@ def check_resumable(ckpt: Path, model_type: str, model_config: ModelConfig, data
                     sharded: bool) -> None:
     """A training of `model_type` with `model_config` on data `data_sha256` can continue from `ckpt`
     (a launch that shards with FSDP when `sharded`): otherwise a CheckpointError says what differs."""
-    meta, saved_config = read_checkpoint(ckpt, verify=False)  # the caller has just verified it
+    meta, saved_config, _ = read_checkpoint(ckpt, verify=False)  # the caller has just verified it
     if meta["model_type"] != model_type:
         raise CheckpointError(
             f"{ckpt} holds a '{meta['model_type']}' model but the config trains '{model_type}'; "

@@ -122,8 +122,10 @@ def _prepare(corpus: str, tokenizer: str, out: Path, val_fraction: float, shard_
                 chunks: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
                 for ids, v, end in zip(tok.encode_batch(texts), flags, ends):
                     split = "val" if v else "train"
-                    chunks[split] += [np.asarray(ids, dtype=dtype), eot] if end else [np.asarray(ids, dtype=dtype)]
-                    docs_count[split] += end
+                    chunks[split].append(np.asarray(ids, dtype=dtype))
+                    if end:  # a document's last piece: the document separator follows
+                        chunks[split].append(eot)
+                        docs_count[split] += 1
                 for split, parts in chunks.items():
                     if parts:
                         writers[split].write(np.concatenate(parts))
