@@ -3,7 +3,7 @@ training speed, next-token loss (E1) and smoothness (E3), at the demo's setting.
 
     python benchmarks/decoder_fraction.py --out runs/decoder-fraction --json benchmarks/results/decoder_fraction_tiny_cpu.json
 
-Each fraction trains the demo's tiny FTP (`futuretoken.demo.demo_experiment`: the `tiny` preset on
+Each fraction trains the demo's tiny FTP (`futuretoken.demo.demo_study`: the `tiny` preset on
 the built-in prose, BPE 1024, prepared under runs/data when missing) for the same number of steps on
 the same batches, with only `model.decoder_fraction` changed; runs are resumable, so an interrupted
 sweep continues where it stopped. Per fraction it reports:
@@ -31,8 +31,9 @@ import numpy as np
 from futuretoken.bench.env import environment
 from futuretoken.checkpoint import load_model
 from futuretoken.data import TokenShards, WindowSampler
-from futuretoken.demo import demo_experiment
+from futuretoken.demo import demo_study
 from futuretoken.eval.render import mean_train_tokens_per_s
+from futuretoken.eval.smoothness import EXPERIMENT as SMOOTHNESS
 from futuretoken.eval.smoothness import smoothness_experiment
 from futuretoken.eval.windows import document_windows
 from futuretoken.train import evaluate, train
@@ -61,25 +62,25 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", default=None, help="a prepared data folder instead of the demo's corpus")
     parser.add_argument("--eval-batches", type=int, default=10, help="validation batches of 16 windows")
     parser.add_argument("--min-windows", type=int, default=None,
-                        help="fewest E3 windows accepted (default: the demo's smooth_min_windows)")
+                        help="fewest E3 windows accepted (default: the demo's smoothness.min_windows)")
     args = parser.parse_args(argv)
 
-    experiment = demo_experiment(args.steps, device=args.device)
-    suite = experiment.suite
-    min_windows = suite.smooth_min_windows if args.min_windows is None else args.min_windows
+    study = demo_study(args.steps, device=args.device)
+    e3 = study.suite.of(SMOOTHNESS)
+    min_windows = e3.min_windows if args.min_windows is None else args.min_windows
     rows, model = [], None
     for fraction in args.fractions:
-        cfg = experiment.run_config("ftp", experiment.settings.seeds[0], Path(args.out) / f"fraction-{fraction}",
+        cfg = study.run_config("ftp", study.settings.seeds[0], Path(args.out) / f"fraction-{fraction}",
                                     Path(args.data) if args.data else None,
                                     model_overrides={"decoder_fraction": fraction})
         train(cfg, resume=True)
         model = load_model(cfg.train.out_dir, cfg.train.device)
         rows.append({"decoder_fraction": fraction, "steps": args.steps,
                      "tokens_per_s": mean_train_tokens_per_s(cfg.train.out_dir),
-                     **measure(model, Path(cfg.data.dir), args.eval_batches, suite.smooth_per_document, min_windows)})
+                     **measure(model, Path(cfg.data.dir), args.eval_batches, e3.per_document, min_windows)})
         print(rows[-1], flush=True)
     result = {"benchmark": "decoder_fraction", **environment(model.head_weight.device), "preset": "tiny",
-              "data": experiment.run.data.dir if args.data is None else args.data, "results": rows}
+              "data": study.run.data.dir if args.data is None else args.data, "results": rows}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -19,7 +19,6 @@ from futuretoken.eval.classification import (
     random_init_like,
 )
 from futuretoken.eval.labelled import BROWN_TOPICS, LabelledSet, brown_passages, load_labelled, stratified_subsample
-from futuretoken.eval.suite import SuiteSettings
 from futuretoken.infer.embed import embed
 
 TOPICS = {
@@ -251,9 +250,9 @@ def test_measure_classification_and_the_shared_bag_of_words(tiny_models, monkeyp
     real = classification.bag_of_words_baseline
     monkeypatch.setattr(classification, "bag_of_words_baseline", lambda *a, **k: calls.append(1) or real(*a, **k))
     monkeypatch.setattr(classification, "_BAG_OF_WORDS", {})
-    settings = SuiteSettings(datasets=("toy",), labelled_limit=None, seed=0)
-    ftp = classification.measure_classification(tiny_models["ftp"], settings)
-    gpt = classification.measure_classification(tiny_models["gpt"], settings)
+    settings = classification.ClassificationSettings(datasets=("toy",), limit=None)
+    ftp = classification.EXPERIMENT.measure(tiny_models["ftp"], None, settings, 0)
+    gpt = classification.EXPERIMENT.measure(tiny_models["gpt"], None, settings, 0)
     assert set(ftp) == {"toy"} and ftp["toy"]["n"] == 30
     assert ftp["toy"]["bag_of_words"] == gpt["toy"]["bag_of_words"] and len(calls) == 1  # same text seen: once
 

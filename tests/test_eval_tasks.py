@@ -12,8 +12,9 @@ import futuretoken as ft
 from futuretoken.config import RunConfig
 from futuretoken.data import load_tokenizer
 from futuretoken.eval import countdown, pathstar
-from futuretoken.eval.countdown import Problem, countdown_experiment, make_problem, score, vet
-from futuretoken.eval.pathstar import make_graph, parse_prompt, pathstar_experiment
+from futuretoken.eval.countdown import Problem, countdown_outcomes, make_problem, score, vet
+from futuretoken.eval.pathstar import make_graph, parse_prompt, pathstar_outcomes
+from futuretoken.eval.tasks import TaskSettings
 
 
 # --- countdown --------------------------------------------------------------------------------
@@ -116,12 +117,13 @@ def tiny(kind: str, tok) -> ft.LanguageModel:
     return model
 
 
-def test_countdown_experiment_smoke(countdown_data):
+def test_countdown_outcomes_per_held_out_problem(countdown_data):
     tok = load_tokenizer(countdown_data)
-    models = {"gpt": tiny("gpt", tok), "ftp": tiny("ftp", tok)}
-    out = countdown_experiment(models, n_eval=4, difficulties=(2, 3), max_new_tokens=12)
-    assert set(out) == {"gpt", "ftp"} and all(set(r) == {2, 3} for r in out.values())
-    assert all(0.0 <= v <= 1.0 for r in out.values() for v in r.values())
+    settings = TaskSettings(n_eval=4, difficulties=(2, 3), max_number=12)
+    for kind in ("gpt", "ftp"):
+        out = countdown_outcomes(tiny(kind, tok), settings)
+        assert list(out) == ["2 numbers", "3 numbers"]  # easiest first: the primary setting
+        assert all(len(solved) == 4 and all(isinstance(s, bool) for s in solved) for solved in out.values())
 
 
 def test_countdown_corpus_trains_and_evaluates_from_a_run_folder(countdown_data, tmp_path):
@@ -133,12 +135,12 @@ def test_countdown_corpus_trains_and_evaluates_from_a_run_folder(countdown_data,
                   "eval_interval": 2, "eval_batches": 1, "ckpt_interval": 2, "progress": False},
     })
     ft.train(cfg)
-    out = countdown_experiment({"ftp": tmp_path / "run"}, n_eval=2, difficulties=(2,), max_new_tokens=8)
-    assert 0.0 <= out["ftp"][2] <= 1.0
+    out = countdown_outcomes(ft.load(tmp_path / "run", device="cpu"), TaskSettings(n_eval=2, difficulties=(2,)))
+    assert list(out) == ["2 numbers"] and len(out["2 numbers"]) == 2
 
 
-def test_pathstar_experiment_smoke(tmp_path):
+def test_pathstar_outcomes_per_held_out_graph(tmp_path):
     data = pathstar.prepare_pathstar_corpus(tmp_path, n_docs=100, settings=((2, 2),), n_labels=20, tokenizer="bpe:300")
     model = tiny("gpt", load_tokenizer(data))
-    out = pathstar_experiment({"gpt": model}, settings=((2, 2),), n_eval=3, n_labels=20)
-    assert set(out["gpt"]) == {(2, 2)} and 0.0 <= out["gpt"][(2, 2)] <= 1.0
+    out = pathstar_outcomes(model, TaskSettings(n_eval=3, star_degree=2, star_length=2, star_labels=20))
+    assert list(out) == ["degree 2, length 2"] and len(out["degree 2, length 2"]) == 3

@@ -12,7 +12,7 @@ LAYERS = [
     {"checkpoint"},
     {"train", "infer"},
     {"eval", "hf", "bench"},
-    {"reproduce"},
+    {"study"},
     {"demo"},
     {"cli", "__init__", "__main__"},
 ]

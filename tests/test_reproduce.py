@@ -3,14 +3,19 @@ plots and a resumable cache, and the E6/E7 tasks scored per problem."""
 
 import json
 
+import pytest
+
 from conftest import run_config
-from futuretoken.eval.compare import compare_runs
+from futuretoken.config import ConfigError
+from futuretoken.eval.coherence import EXPERIMENT as COHERENCE
 from futuretoken.eval.suite import SuiteSettings
-from futuretoken.reproduce import Experiment, reproduce
+from futuretoken.study import Study, compare_runs, reproduce
 
 # No E4 (the judge is tested on its own) and no E5 (labelled sets are fetched; tested on their own).
-TOY_SUITE = SuiteSettings(eval_batches=2, trajectory_batches=1, probe_windows=8, smooth_per_document=4,
-                          smooth_min_windows=4, coherence_prompts=0, datasets=(), floor_seeds=(0,))
+TOY_TABLE = {"eval_batches": 2, "trajectory_batches": 1, "floor_seeds": [0], "future_bag": {"windows": 8},
+             "smoothness": {"per_document": 4, "min_windows": 4}, "coherence": {"prompts": 0},
+             "classification": {"datasets": []}}
+TOY_SUITE = SuiteSettings.from_dict(TOY_TABLE)
 
 
 def test_compare_writes_gates_claims_and_plots_and_resumes_from_its_cache(trained_runs, tmp_path):
@@ -20,7 +25,8 @@ def test_compare_writes_gates_claims_and_plots_and_resumes_from_its_cache(traine
     assert "## Validity gates" in text and "## Claims" in text and "bigram" in text
     results = json.loads((tmp_path / "results.json").read_text())
     pair = results["pairs"]["ftp"][0]
-    assert {"E1", "E2", "E3", "state_use"} <= set(pair["ftp"]) and "state_use" not in pair["gpt"]
+    assert {"E1", "E2", "E3", "state_use"} <= set(pair["arm"]) and "state_use" not in pair["baseline"]
+    assert results["schema"] == 2 and "E4" not in pair["arm"] and "E5" not in pair["arm"]  # switched off
     assert set(pair["gates"]) == {"ngram", "matched", "state_use"}
     # 8 training steps: the models are near the unigram loss, so the gates fail and say so.
     assert {r["verdict"] for r in results["rows"]} == {"invalid at this scale"}
@@ -43,7 +49,7 @@ def test_compare_four_objectives_with_one_report_column_per_arm(trained_runs, tm
     assert set(results["pairs"]) == set(results["matched"]) == {"ftp", "mtp", "mtp_seq"}
     for arm in ("mtp", "mtp_seq"):
         pair = results["pairs"][arm][0]
-        assert {"E1", "E2", "E3"} <= set(pair["ftp"]) and "state_use" not in pair["ftp"]
+        assert {"E1", "E2", "E3"} <= set(pair["arm"]) and "state_use" not in pair["arm"]
         assert set(pair["gates"]) == {"ngram", "matched"}
     assert set(results["pairs"]["ftp"][0]["gates"]) == {"ngram", "matched", "state_use"}
     assert set(results["state_use_trajectory"]) == {"ftp"} and len(results["floors"]) == 4
@@ -62,17 +68,17 @@ def test_reproduce_trains_arms_and_seeds_and_the_tasks(data_dir, tmp_path):
     base = run_config(data_dir, tmp_path / "unused", max_steps=4, ckpt_interval=2, keep_every=2, eval_interval=4)
     values = base.to_dict()
     values["model"]["block_size"] = 48  # room for a countdown or path-star prompt and its answer
-    experiment = Experiment.from_dict({
+    study = Study.from_dict({
         **values,
         "experiment": {"seeds": [0, 1], "workers": 1},
         "arms": {"gpt": {"train": {"model": "gpt"}}, "ftp": {"train": {"model": "ftp"}},
                  "ftp-learned": {"train": {"model": "ftp"}, "model": {"decoder_start": "learned"}}},
-        "suite": {**{k: v for k, v in TOY_SUITE.__dict__.items() if k != "datasets"}, "datasets": []},
+        "suite": TOY_TABLE,
         "tasks": {"documents": 400, "max_steps": 4, "keep_every": 2, "block_size": 48, "n_eval": 5,
                   "difficulties": [2], "star_degree": 2, "star_length": 2, "tokenizer": "bpe:300",
                   "arms": ["gpt", "ftp"]},
     })
-    report = reproduce(experiment, tmp_path / "out", device="cpu")
+    report = reproduce(study, tmp_path / "out", device="cpu")
     results = json.loads((tmp_path / "out" / "paper" / "results.json").read_text())
     assert results["seeds"] == [0, 1] and set(results["pairs"]) == {"ftp", "ftp-learned"}
     assert all(r["test"]["n"] == 2 for r in results["rows"])  # one paired difference per seed
@@ -96,17 +102,18 @@ def test_coherence_is_generated_with_the_model_and_judged_later(trained_runs, tm
     from test_eval_coherence import bow_judge
 
     runs = {"gpt": {0: trained_runs / "gpt"}, "ftp": {0: trained_runs / "ftp"}}
-    suite = replace(TOY_SUITE, coherence_prompts=4, coherence_prompt_tokens=6, coherence_new_tokens=8,
-                    coherence_window=4)
-    compare_runs(runs, "gpt", tmp_path, replace(suite, coherence_judge=False), device="cpu")
+    later = SuiteSettings.from_dict({**TOY_TABLE, "coherence": {"prompts": 4, "prompt_tokens": 6, "new_tokens": 8,
+                                                                 "window": 4, "judge": False}})
+    compare_runs(runs, "gpt", tmp_path, later, device="cpu")
     pending = json.loads((tmp_path / "results.json").read_text())
-    e4 = pending["pairs"]["ftp"][0]["ftp"]["E4"]
+    e4 = pending["pairs"]["ftp"][0]["arm"]["E4"]
     assert len(e4["continuations"]) == 4 and "mean" not in e4  # generated, not judged
     assert "coherence_calibration" not in pending
-    compare_runs(runs, "gpt", tmp_path, suite, device="cpu", judge=bow_judge)  # the judging call
+    now = replace(later, experiments={**later.experiments, "coherence": replace(later.of(COHERENCE), judge=True)})
+    compare_runs(runs, "gpt", tmp_path, now, device="cpu", judge=bow_judge)  # the judging call
     judged = json.loads((tmp_path / "results.json").read_text())
-    e4 = judged["pairs"]["ftp"][0]["ftp"]["E4"]
-    assert e4["continuations"] == pending["pairs"]["ftp"][0]["ftp"]["E4"]["continuations"]  # not regenerated
+    e4 = judged["pairs"]["ftp"][0]["arm"]["E4"]
+    assert e4["continuations"] == pending["pairs"]["ftp"][0]["arm"]["E4"]["continuations"]  # not regenerated
     assert len(e4["per_prompt"]["cosine"]) == 4 and "cosine" in e4["mean"]
     assert any(r["claim"] == "coherence" for r in judged["rows"])
     assert judged["coherence_calibration"]["n_prompts"] == 4
@@ -115,23 +122,24 @@ def test_coherence_is_generated_with_the_model_and_judged_later(trained_runs, tm
 def test_experiment_files_parse_and_pair_their_arms():
     from pathlib import Path
 
-    from futuretoken.demo import demo_experiment
+    from futuretoken.demo import demo_study
 
     root = Path(__file__).parent.parent / "configs" / "experiments"
-    cpu, gpu, demo = Experiment.load(root / "cpu.toml"), Experiment.load(root / "gpu.toml"), demo_experiment()
-    for experiment, seeds in ((cpu, 3), (gpu, 5), (demo, 1)):
-        assert len(experiment.settings.seeds) >= seeds
-        assert experiment.settings.baseline == "gpt" and "ftp" in experiment.arms
-        runs = [experiment.run_config(arm, 0, Path("x")) for arm in experiment.arms]
-        assert {r.train.model for r in runs} == ({"gpt", "ftp", "mtp", "mtp_seq"} if experiment is gpu else {"gpt", "ftp"})
+    cpu, gpu, demo = Study.load(root / "cpu.toml"), Study.load(root / "gpu.toml"), demo_study()
+    for study, seeds in ((cpu, 3), (gpu, 5), (demo, 1)):
+        assert len(study.settings.seeds) >= seeds
+        assert study.settings.baseline == "gpt" and "ftp" in study.arms
+        runs = [study.run_config(arm, 0, Path("x")) for arm in study.arms]
+        assert {r.train.model for r in runs} == ({"gpt", "ftp", "mtp", "mtp_seq"} if study is gpu else {"gpt", "ftp"})
         assert len({(r.train.max_steps, r.train.batch_size, r.train.lr) for r in runs}) == 1  # same budget
-    ablation = Experiment.load(root / "cpu-decoder-start.toml")  # re-uses cpu.toml's runs: same configs
+    ablation = Study.load(root / "cpu-decoder-start.toml")  # re-uses cpu.toml's runs: same configs
     assert all(ablation.run_config(arm, s, Path("x")) == cpu.run_config(arm, s, Path("x"))
                for arm in cpu.arms for s in cpu.settings.seeds) and ablation.settings.seeds == cpu.settings.seeds
     assert ablation.run_config("ftp-learned", 0, Path("x")).model.decoder_start == "learned"
     learned = gpu.run_config("ftp-learned", 0, Path("x"))
     assert learned.model.decoder_start == "learned" and gpu.run_config("ftp", 0, Path("x")).model.decoder_start == "current"
-    assert not gpu.suite.coherence_judge  # the judge's weights do not travel to the GPU machine
+    assert not gpu.suite.of(COHERENCE).judge  # the judge's weights do not travel to the GPU machine
+    assert cpu.suite.experiments["future_bag"].windows == 512 and cpu.suite.experiments["classification"].pools == ("mean",)
     assert cpu.tasks is not None and gpu.tasks is not None and gpu.tasks.pathstar
 
 
@@ -141,3 +149,12 @@ def test_parallel_measurements_equal_sequential_ones(trained_runs, tmp_path):
     compare_runs(runs, "gpt", tmp_path / "two", TOY_SUITE, device="cpu", workers=2)
     one, two = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
     assert one["pairs"] == two["pairs"] and one["rows"] == two["rows"] and one["floors"] == two["floors"]
+
+
+def test_suite_tables_name_their_experiment_and_old_keys_say_where_they_moved():
+    with pytest.raises(ConfigError, match=r"suite.probe_windows is now 'windows' in \[suite.future_bag\]"):
+        SuiteSettings.from_dict({"probe_windows": 8})
+    with pytest.raises(ConfigError, match=r"unknown key 'windos' in \[suite.future_bag\]; did you mean 'windows'"):
+        SuiteSettings.from_dict({"future_bag": {"windos": 8}})
+    with pytest.raises(ConfigError, match=r"unknown key 'smoothnes' in \[suite\]"):
+        SuiteSettings.from_dict({"smoothnes": {"min_windows": 8}})

@@ -7,7 +7,7 @@ Files are discovered by glob, so a new config or benchmark is covered as soon as
   config's; the data are the tests' `data_dir` corpus (whose vocabulary and end-of-text token the
   trainer takes, as it always does from the data); batch_size 1, block_size <= 64, grad_accum <= 2,
   no torch.compile (CPU compilation takes minutes);
-- every configs/experiments/*.toml parses (Experiment.load) and builds every arm's model, and every
+- every configs/experiments/*.toml parses (Study.load) and builds every arm's model, and every
   task arm's at the task block size, on the meta device;
 - every benchmarks/*.py runs as a script with its smallest arguments (BENCHMARK_ARGS says which; a
   new script without an entry there fails until it gets one).
@@ -25,7 +25,7 @@ import torch
 
 from futuretoken.config import MODEL_TYPES, RunConfig
 from futuretoken.model import MODELS
-from futuretoken.reproduce import Experiment
+from futuretoken.study import Study
 from futuretoken.train import Trainer
 from futuretoken.train.objective import summarise
 
@@ -87,17 +87,17 @@ def test_run_config_trains_one_step(path, data_dir, tmp_path):
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=names(EXPERIMENTS))
 def test_experiment_builds_every_arm_on_meta(path, tmp_path):
-    experiment = Experiment.load(path)
-    assert experiment.settings.baseline in experiment.arms
-    seed = experiment.settings.seeds[0]
-    for arm in experiment.arms:
-        cfg = experiment.run_config(arm, seed, tmp_path)
+    study = Study.load(path)
+    assert study.settings.baseline in study.arms
+    seed = study.settings.seeds[0]
+    for arm in study.arms:
+        cfg = study.run_config(arm, seed, tmp_path)
         build_on_meta(cfg.model, cfg.train.model)
-    tasks = experiment.tasks
+    tasks = study.tasks
     if tasks is not None:
-        assert set(tasks.arms) <= set(experiment.arms), f"[tasks] arms {tasks.arms} are not all arms"
-        for arm in tasks.arms or experiment.arms:
-            cfg = experiment.run_config(arm, seed, tmp_path, tmp_path / "task-data",
+        assert set(tasks.arms) <= set(study.arms), f"[tasks] arms {tasks.arms} are not all arms"
+        for arm in tasks.arms or study.arms:
+            cfg = study.run_config(arm, seed, tmp_path, tmp_path / "task-data",
                                         model_overrides={"block_size": tasks.block_size})
             build_on_meta(cfg.model, cfg.train.model)
 

@@ -90,7 +90,7 @@ def rows_for(ftp_excess, gpt_excess, state_use=0.3, brown=(0.7, 0.6)):
     pairs = {"ftp": []}
     for fe, ge in zip(ftp_excess, gpt_excess):
         f, g = measurement(3.8, fe, state_use=state_use, brown=brown[0]), measurement(3.8, ge, brown=brown[1])
-        pairs["ftp"].append((f, g, C.pair_gates(f, g, NGRAM, settings)))
+        pairs["ftp"].append({"arm": f, "baseline": g, "gates": C.pair_gates(f, g, NGRAM, settings)})
     rows = C.claim_rows(pairs)
     C.finish_verdicts(rows)
     return {r["claim"]: r for r in rows}

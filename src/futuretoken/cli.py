@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--device", default=None, help="train and evaluate here (default: the config's train.device)")
     p.add_argument("--judge-coherence", action="store_true",
-                   help="judge E4 now, also where the config defers it (suite.coherence_judge = false)")
+                   help="judge E4 now, also where the config defers it (suite.coherence.judge = false)")
 
     p = sub.add_parser("eval", help="the paper's measurements (E1-E5, state use) on one run")
     p.add_argument("run")
@@ -179,21 +179,22 @@ def cmd_embed(args) -> None:
 
 
 def _suite(quick: bool):
-    from .demo import demo_experiment
+    from .demo import demo_study
     from .eval.suite import SuiteSettings
 
-    return demo_experiment().suite if quick else SuiteSettings()
+    return demo_study().suite if quick else SuiteSettings()
 
 
 def cmd_reproduce(args) -> None:
-    from .reproduce import Experiment, reproduce
+    from .eval.coherence import EXPERIMENT as COHERENCE
+    from .study import Study, reproduce
 
-    experiment = Experiment.load(args.config)
+    study = Study.load(args.config)
     if args.judge_coherence:
-        experiment.suite.coherence_judge = True
+        study.suite.of(COHERENCE).judge = True
     if args.device is not None:
-        experiment.run.train.device = args.device  # the runs, the tasks and the measurements
-    report = reproduce(experiment, args.out)
+        study.run.train.device = args.device  # the runs, the tasks and the measurements
+    report = reproduce(study, args.out)
     print(report.read_text())
     print(f"report written to {report}")
 
@@ -205,7 +206,7 @@ def cmd_eval(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from .eval.compare import compare_runs
+    from .study import compare_runs
 
     names = [Path(r).name for r in (args.baseline, *args.runs)]
     if len(set(names)) != len(names):  # arms are named by their folders; make repeated names unique

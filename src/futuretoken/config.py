@@ -61,6 +61,8 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
             return value
         if base == "str":
             return str(value)
+        if base.startswith("tuple") and isinstance(value, list):  # a TOML array
+            return tuple(value)
     except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{name}={value!r} is not a valid {base}; give {EXPECTED[base]}") from None
     return value

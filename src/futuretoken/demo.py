@@ -19,15 +19,15 @@ from .checkpoint import load_model, output_dir, read_metrics
 from .devices import resolve_device
 from .eval.render import markdown_table, mean_train_tokens_per_s, plot_loss_curves
 from .infer import SamplingConfig, generate_text
-from .reproduce import Experiment, reproduce
+from .study import Study, reproduce
 
 DEMO_STEPS = 600
 PROMPTS = ["The President said that", "Fellow citizens of the Senate", "To be, or not to be"]
 
 
-def demo_experiment(steps: int = DEMO_STEPS, device: str = "auto") -> Experiment:
+def demo_study(steps: int = DEMO_STEPS, device: str = "auto") -> Study:
     every = max(1, steps // 12)
-    return Experiment.from_dict({
+    return Study.from_dict({
         "model": {"preset": "tiny", "decoder_fraction": 0.5},
         "data": {"dir": "runs/data/prose-bpe1024", "corpus": "builtin:prose", "tokenizer": "bpe:1024"},
         "train": {"batch_size": 16, "max_steps": steps, "lr": 2e-3, "min_lr": 2e-4,
@@ -36,10 +36,10 @@ def demo_experiment(steps: int = DEMO_STEPS, device: str = "auto") -> Experiment
         "experiment": {"seeds": [0], "workers": 2},
         "arms": {"gpt": {"train": {"model": "gpt"}}, "ftp": {"train": {"model": "ftp"}}},
         # E1-E5 at demo scale, a few minutes on 2 cores: E5 without the Brown set (it needs npm), one random-init floor.
-        "suite": {"eval_batches": 6, "trajectory_batches": 2, "probe_windows": 128, "smooth_per_document": 10,
-                  "smooth_min_windows": 60, "coherence_prompts": 30, "coherence_new_tokens": 48,
-                  "datasets": ["bbc", "rotten_tomatoes"], "labelled_limit": 1000, "probe_pools": ["mean"],
-                  "floor_seeds": [0]},
+        "suite": {"eval_batches": 6, "trajectory_batches": 2, "floor_seeds": [0],
+                  "future_bag": {"windows": 128}, "smoothness": {"per_document": 10, "min_windows": 60},
+                  "coherence": {"prompts": 30, "new_tokens": 48},
+                  "classification": {"datasets": ["bbc", "rotten_tomatoes"], "limit": 1000, "pools": ["mean"]}},
     })
 
 
@@ -52,11 +52,11 @@ def _samples(model) -> list[str]:
 
 def run_demo(out_dir: str | Path = "runs/demo", steps: int | None = None, device: str = "auto") -> Path:
     out_dir = output_dir(out_dir, "demo folder")
-    experiment = demo_experiment(steps or DEMO_STEPS, device)
+    study = demo_study(steps or DEMO_STEPS, device)
     started = time.perf_counter()
-    paper = reproduce(experiment, out_dir, device)
+    paper = reproduce(study, out_dir, device)
     seconds = time.perf_counter() - started
-    runs = {arm: out_dir / arm / "seed-0" for arm in experiment.arms}
+    runs = {arm: out_dir / arm / "seed-0" for arm in study.arms}
     rows, samples = [], {}
     for arm, run in runs.items():
         train_logs = [r for r in read_metrics(run) if r["split"] == "train"]
@@ -65,7 +65,7 @@ def run_demo(out_dir: str | Path = "runs/demo", steps: int | None = None, device
     plot_loss_curves(runs, out_dir / "loss_curves.png")
     lines = [
         "# futuretoken demo: tiny FTP vs tiny GPT", "",
-        f"Built-in prose corpus, byte-level BPE (1024), `tiny` preset, {experiment.run.train.max_steps} steps of "
+        f"Built-in prose corpus, byte-level BPE (1024), `tiny` preset, {study.run.train.max_steps} steps of "
         f"16 x 128 tokens for each model, same data order, one training seed. Wall time of this call: "
         f"{seconds / 60:.1f} min.", "",
         markdown_table(["model", "training tokens/s (CPU)", "tokens seen"], rows), "",

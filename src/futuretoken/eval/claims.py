@@ -1,8 +1,8 @@
-"""The paper's claims, the validity gates they stand on, and their verdicts.
+"""The validity gates the claims stand on, and the verdict rows of every (claim, arm).
 
 A comparison has a baseline arm (GPT) and any number of other arms (FTP variants, MTP, MTP-seq),
-each trained with the same seeds. For each non-baseline arm and seed there is a matched checkpoint pair
-(eval/compare.py) with one measurement dict per model (eval/suite.py). From these:
+each trained with the same seeds. For each arm and seed there is a matched checkpoint pair
+(study/compare.py) with one measurement dict per model (eval/suite.py). From these:
 
 Gates, per pair (a claim is *invalid at this scale* unless they pass for every seed):
 1. n-gram: both models' next-token loss on the report windows lies below the count-based
@@ -12,20 +12,22 @@ Gates, per pair (a claim is *invalid at this scale* unless they pass for every s
    state each raises the loss by at least `state_use_margin` nats (lower end of the 95% interval);
 3. matching: the pair's next-token losses on the report windows (disjoint from the selection
    windows that chose it) differ by at most `matched_tolerance` nats.
-Claims add their own conditions (E5: both probes beat the majority class).
+Claims are declared by their experiments (eval/registry.py) and add their own conditions
+(E5: both probes beat the majority class).
 
 Verdicts: eval/stats.py (paired t over seeds, Holm over the primary claims, TOST margins).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import stats
+from .experiment import Claim, Experiment, Result
+from .registry import EXPERIMENTS, TASKS
 
 
 @dataclass
@@ -37,110 +39,97 @@ class GateSettings:
     alpha: float = 0.05
 
 
-def pair_gates(ftp: dict, gpt: dict, ngram: Mapping[str, float], settings: GateSettings) -> dict[str, dict]:
+def pair_gates(arm: dict, baseline: dict, ngram: Mapping[str, float], settings: GateSettings) -> dict[str, dict]:
     """Gates 1-3 of one matched pair (measurement dicts of eval/suite.measure)."""
-    lf, lg = ftp["E1"]["next_token_loss"], gpt["E1"]["next_token_loss"]
+    la, lb = arm["E1"]["next_token_loss"], baseline["E1"]["next_token_loss"]
     ceiling = min(ngram["bigram"], ngram["unigram"]) - settings.ngram_margin
     gates = {
-        "ngram": {"passed": bool(lf < ceiling and lg < ceiling), "loss": [lf, lg], "bigram": ngram["bigram"],
+        "ngram": {"passed": bool(la < ceiling and lb < ceiling), "loss": [la, lb], "bigram": ngram["bigram"],
                   "unigram": ngram["unigram"], "needed_below": ceiling},
-        "matched": {"passed": bool(abs(lf - lg) <= settings.matched_tolerance), "gap": lf - lg,
+        "matched": {"passed": bool(abs(la - lb) <= settings.matched_tolerance), "gap": la - lb,
                     "tolerance": settings.matched_tolerance},
     }
-    if "state_use" in ftp:
-        lows = {k: v["ci95"][0] for k, v in ftp["state_use"]["increase"].items()}
+    if "state_use" in arm:
+        lows = {k: v["ci95"][0] for k, v in arm["state_use"]["increase"].items()}
         gates["state_use"] = {"passed": bool(min(lows.values()) >= settings.state_use_margin),
-                              "increase": {k: v["mean"] for k, v in ftp["state_use"]["increase"].items()},
+                              "increase": {k: v["mean"] for k, v in arm["state_use"]["increase"].items()},
                               "lower_95": lows, "needed": settings.state_use_margin}
     return gates
 
 
-Metric = Callable[[dict], float]
-
-
-@dataclass(frozen=True)
-class Claim:
-    key: str
-    label: str  # what is compared, as the report prints it
-    metric: Metric  # measurement dict -> the claim's number for one model
-    margin: float  # equivalence margin (TOST), in the metric's units
-    primary: bool  # in the Holm family
-    higher_is_better: bool = True
-    condition: Callable[[dict, dict], str | None] | None = None  # (ftp, gpt) -> why invalid, or None
-    items: Callable[[dict], Sequence] | None = None  # per-item outcomes for the secondary exact test
-    binary_items: bool = False  # items are pass/fail (McNemar) rather than scores (sign test)
-
-
-def _e5(dataset: str, pool: str = "mean") -> Metric:
-    return lambda m: m["E5"][dataset]["probe"][pool]["accuracy"]
-
-
-def _above_chance(dataset: str, pool: str = "mean"):
-    def condition(ftp: dict, gpt: dict) -> str | None:
-        for name, m in (("the arm", ftp), ("the baseline", gpt)):
-            if not m["E5"][dataset]["probe"][pool]["above_chance"]["passed"]:
-                return f"{name}'s {dataset} probe does not beat the majority class"
+def item_tests(claim: Claim, arm: Sequence[Result], baseline: Sequence[Result]) -> list[dict] | None:
+    """The secondary exact test of each seed's pair, on the claim's items."""
+    if claim.items is None:
         return None
-
-    return condition
-
-
-CLAIMS: tuple[Claim, ...] = (
-    Claim("smoothness", "E3: text-specific smoothness (centred adjacent cosine minus cross-document)",
-          lambda m: m["E3"]["summary"]["excess"]["mean"], margin=0.02, primary=True),
-    Claim("coherence", "E4: topic coherence (MiniLM cosine, prompt vs continuation)",
-          lambda m: m["E4"]["mean"]["cosine"], margin=0.01, primary=True,
-          items=lambda m: m["E4"]["per_prompt"]["cosine"]),
-    Claim("topic_in_domain", "E5: in-domain topic probe accuracy (Brown genres, held-out documents)",
-          _e5("brown"), margin=0.02, primary=True, condition=_above_chance("brown"),
-          items=lambda m: m["E5"]["brown"]["probe"]["mean"]["correct"], binary_items=True),
-    Claim("topic_bbc", "E5: topic probe accuracy (BBC News, out of domain)",
-          _e5("bbc"), margin=0.02, primary=True, condition=_above_chance("bbc"),
-          items=lambda m: m["E5"]["bbc"]["probe"]["mean"]["correct"], binary_items=True),
-    Claim("sentiment", "E5: sentiment probe accuracy (Rotten Tomatoes)",
-          _e5("rotten_tomatoes"), margin=0.02, primary=False, condition=_above_chance("rotten_tomatoes"),
-          items=lambda m: m["E5"]["rotten_tomatoes"]["probe"]["mean"]["correct"], binary_items=True),
-    Claim("future_bag", "E2: future bag x_{t+2..t+N} explained by a linear probe on h_t (R^2, %)",
-          lambda m: m["E2"]["r2"], margin=0.2, primary=False),
-)
+    test = stats.mcnemar_exact if claim.binary_items else stats.sign_test
+    return [test(claim.items(a), claim.items(b)) for a, b in zip(arm, baseline)]
 
 
-def available(claim: Claim, measurement: dict) -> bool:
+def measured(claim: Claim, result: Result) -> bool:
+    """Whether `result` holds the claim's number."""
     try:
-        claim.metric(measurement)
+        claim.metric(result)
         return True
     except (KeyError, TypeError):
         return False
 
 
-def item_tests(claim: Claim, ftp: Sequence[dict], gpt: Sequence[dict]) -> list[dict] | None:
-    """The secondary exact test of each seed's pair, on the claim's items."""
-    if claim.items is None:
-        return None
-    test = stats.mcnemar_exact if claim.binary_items else stats.sign_test
-    return [test(claim.items(f), claim.items(g)) for f, g in zip(ftp, gpt)]
+def verdict_row(claim: str, label: str, arm: str, primary: bool, arm_values: Sequence[float],
+                baseline_values: Sequence[float], margin: float, why_invalid: list[str], items: list | None,
+                higher_is_better: bool = True) -> dict:
+    """One (claim, arm) row: the paired test over seeds and the TOST p; `finish_verdicts` adds the verdict."""
+    test = stats.paired_t(arm_values, baseline_values, higher_is_better)
+    return {"claim": claim, "label": label, "arm": arm, "primary": primary, "arm_values": list(arm_values),
+            "baseline_values": list(baseline_values), "test": test, "margin": margin,
+            "p_tost": stats.tost(test["diffs"], margin), "valid": not why_invalid, "why_invalid": why_invalid,
+            "items": items}
 
 
-def claim_rows(pairs: Mapping[str, Sequence[tuple[dict, dict, dict]]], claims: Sequence[Claim] = CLAIMS) -> list[dict]:
-    """Rows for every (claim, arm), verdicts still to come (`finish_verdicts`). `pairs[arm]` lists,
-    per seed, (ftp measurement, gpt measurement, gates)."""
+def claim_rows(pairs: Mapping[str, Sequence[dict]], experiments: Sequence[Experiment] = EXPERIMENTS) -> list[dict]:
+    """Rows for every (claim, arm) of the experiments measured on every pair. `pairs[arm]` lists, per
+    seed, {"arm": measurement, "baseline": measurement, "gates": pair_gates(...)}."""
     rows = []
     for arm, seeds in pairs.items():
-        ftp, gpt, gates = [s[0] for s in seeds], [s[1] for s in seeds], [s[2] for s in seeds]
-        failed = sorted({name for g in gates for name, v in g.items() if not v["passed"]})
-        for claim in claims:
-            if not all(available(claim, m) for m in (*ftp, *gpt)):
-                continue
-            f = [claim.metric(m) for m in ftp]
-            g = [claim.metric(m) for m in gpt]
-            test = stats.paired_t(f, g, claim.higher_is_better)
-            why = [f"gate '{name}' failed" for name in failed]
-            if claim.condition is not None:
-                why += sorted({r for r in (claim.condition(a, b) for a, b in zip(ftp, gpt)) if r})
-            rows.append({"claim": claim.key, "label": claim.label, "arm": arm, "primary": claim.primary,
-                         "ftp": f, "gpt": g, "test": test, "margin": claim.margin,
-                         "p_tost": stats.tost(test["diffs"], claim.margin), "valid": not why, "why_invalid": why,
-                         "items": item_tests(claim, ftp, gpt)})
+        failed = sorted({name for s in seeds for name, v in s["gates"].items() if not v["passed"]})
+        for experiment in experiments:
+            if not all(experiment.key in s[side] for s in seeds for side in ("arm", "baseline")):
+                continue  # not measured in this comparison
+            a = [s["arm"][experiment.key] for s in seeds]
+            b = [s["baseline"][experiment.key] for s in seeds]
+            for claim in experiment.claims:
+                if not all(measured(claim, r) for r in (*a, *b)):
+                    continue  # e.g. E5 without the labelled set this claim reads
+                why = [f"gate '{name}' failed" for name in failed]
+                if claim.condition is not None:
+                    why += sorted({r for r in map(claim.condition, a, b) if r})
+                rows.append(verdict_row(claim.key, claim.label, arm, claim.primary, [claim.metric(r) for r in a],
+                                        [claim.metric(r) for r in b], claim.margin, why, item_tests(claim, a, b),
+                                        claim.higher_is_better))
+    return rows
+
+
+def task_rows(tasks: Mapping[str, dict], baseline: str, settings: GateSettings, margin: float = 0.05) -> list[dict]:
+    """Verdict rows of the toy tasks (E6/E7): per task, setting and non-baseline arm, pass@1 per seed
+    at equal training tokens; valid only if the baseline is off the floor at the easiest setting."""
+    primary = {t.name: t.primary for t in TASKS}
+    rows = []
+    for task, result in tasks.items():
+        per_arm = result["pass_at_1"]  # arm -> setting -> [per seed]
+        settings_order = list(per_arm[baseline])
+        easiest = settings_order[0]
+        floor = float(np.mean(per_arm[baseline][easiest]))
+        why = [] if floor >= settings.task_floor else [
+            f"{baseline} pass@1 {floor:.2f} at the easiest setting ({easiest}) is below {settings.task_floor}"]
+        correct = result.get("correct")
+        for setting in settings_order:
+            for arm in per_arm:
+                if arm == baseline:
+                    continue
+                exact = [stats.mcnemar_exact(a, b) for a, b in
+                         zip(correct[arm][setting], correct[baseline][setting])] if correct else None
+                rows.append(verdict_row(task, f"{task}: pass@1, {setting}", arm,
+                                        setting == easiest and primary.get(task, False), per_arm[arm][setting],
+                                        per_arm[baseline][setting], margin, list(why), exact))
     return rows
 
 
@@ -152,38 +141,3 @@ def finish_verdicts(rows: list[dict], alpha: float = stats.ALPHA) -> None:
     for i, r in enumerate(rows):
         r["p_holm"] = adjusted.get(i, r["test"]["p"]) if r["primary"] else r["test"]["p"]
         r["verdict"] = stats.verdict(r["test"]["diff"], r["p_holm"], r["p_tost"], r["valid"], alpha)
-
-
-def task_rows(tasks: Mapping[str, dict], baseline: str, settings: GateSettings,
-              margin: float = 0.05) -> list[dict]:
-    """Verdict rows of the toy tasks (E6/E7): per task, setting and non-baseline arm, pass@1 per seed
-    at equal training tokens; valid only if the baseline is off the floor at the easiest setting."""
-    rows = []
-    for task, result in tasks.items():
-        per_arm = result["pass_at_1"]  # arm -> setting -> [per seed]
-        settings_order = list(per_arm[baseline])
-        easiest = settings_order[0]
-        floor = float(np.mean(per_arm[baseline][easiest]))
-        for setting in settings_order:
-            for arm in per_arm:
-                if arm == baseline:
-                    continue
-                test = stats.paired_t(per_arm[arm][setting], per_arm[baseline][setting])
-                why = [] if floor >= settings.task_floor else [
-                    f"{baseline} pass@1 {floor:.2f} at the easiest setting ({easiest}) is below {settings.task_floor}"]
-                items = result.get("correct")
-                rows.append({"claim": task, "label": f"{task}: pass@1, {setting}", "arm": arm,
-                             "primary": setting == easiest and task.startswith("E6"),
-                             "ftp": per_arm[arm][setting], "gpt": per_arm[baseline][setting], "test": test,
-                             "margin": margin, "p_tost": stats.tost(test["diffs"], margin), "valid": not why,
-                             "why_invalid": why,
-                             "items": [stats.mcnemar_exact(a, b) for a, b in
-                                       zip(items[arm][setting], items[baseline][setting])] if items else None})
-    return rows
-
-
-def summarise_seeds(values: Sequence[float]) -> str:
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return f"{v.mean():.3f}" if len(v) else "-"
-    return f"{v.mean():.3f} ± {v.std(ddof=1) / math.sqrt(len(v)):.3f}"

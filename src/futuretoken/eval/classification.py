@@ -48,16 +48,13 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..infer.embed import embed
+from .experiment import Claim, Experiment
 from .labelled import LabelledSet, load_labelled
-
-if TYPE_CHECKING:
-    from .suite import SuiteSettings
 
 EXTRA_HINT = "pip install 'futuretoken[eval]'"
 CS = tuple(float(c) for c in np.logspace(-3, 2, 6))
@@ -280,9 +277,53 @@ def classification_experiment(model, dataset: str = "bbc", pool: str | Sequence[
     return result
 
 
-def measure_classification(model, settings: SuiteSettings, bag_of_words: bool = True) -> dict:
-    """E5 as the suite takes it: {dataset: classification_experiment(...)} for each of settings.datasets,
-    with settings.labelled_limit texts per set (None: DEFAULT_LIMITS), settings.probe_pools and settings.seed."""
-    limit = "default" if settings.labelled_limit is None else settings.labelled_limit
-    return {ds: classification_experiment(model, ds, pool=settings.probe_pools, limit=limit, seed=settings.seed,
+# --- E5 as the suite measures it ------------------------------------------------------------------
+@dataclass
+class ClassificationSettings:
+    datasets: tuple[str, ...] = ("brown", "bbc", "rotten_tomatoes")  # labelled sets (empty: no E5)
+    limit: int | None = None  # texts per set (None: each set's default, DEFAULT_LIMITS)
+    pools: tuple[str, ...] = ("mean", "last")  # poolings probed ("mean" is the claims')
+
+
+def measure(model, items: None, settings: ClassificationSettings, seed: int, bag_of_words: bool = True) -> dict:
+    """{dataset: classification_experiment(...)} for each of settings.datasets."""
+    limit = "default" if settings.limit is None else settings.limit
+    return {ds: classification_experiment(model, ds, pool=settings.pools, limit=limit, seed=seed,
                                           bag_of_words=bag_of_words) for ds in settings.datasets}
+
+
+def measure_floor(model, items: None, settings: ClassificationSettings, seed: int) -> dict:
+    """The random-init floor: the probes only (a bag of words does not depend on the model)."""
+    return measure(model, items, settings, seed, bag_of_words=False)
+
+
+def _accuracy(dataset: str, pool: str = "mean"):
+    return lambda r: r[dataset]["probe"][pool]["accuracy"]
+
+
+def _correct(dataset: str, pool: str = "mean"):
+    return lambda r: r[dataset]["probe"][pool]["correct"]
+
+
+def _above_chance(dataset: str, pool: str = "mean"):
+    def condition(arm: dict, baseline: dict) -> str | None:
+        for name, r in (("the arm", arm), ("the baseline", baseline)):
+            if not r[dataset]["probe"][pool]["above_chance"]["passed"]:
+                return f"{name}'s {dataset} probe does not beat the majority class"
+        return None
+
+    return condition
+
+
+def _probe_claim(key: str, label: str, dataset: str, primary: bool) -> Claim:
+    return Claim(key, label, _accuracy(dataset), margin=0.02, primary=primary, condition=_above_chance(dataset),
+                 items=_correct(dataset), binary_items=True)
+
+
+EXPERIMENT = Experiment(
+    "E5", "classification", ClassificationSettings, measure, floor=measure_floor, enabled=lambda s: bool(s.datasets),
+    claims=(_probe_claim("topic_in_domain", "E5: in-domain topic probe accuracy (Brown genres, held-out documents)",
+                         "brown", primary=True),
+            _probe_claim("topic_bbc", "E5: topic probe accuracy (BBC News, out of domain)", "bbc", primary=True),
+            _probe_claim("sentiment", "E5: sentiment probe accuracy (Rotten Tomatoes)", "rotten_tomatoes",
+                         primary=False)))

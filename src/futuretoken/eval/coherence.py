@@ -36,7 +36,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -46,7 +46,8 @@ import torch
 from ..data.archives import Archive, cache_dir, fetch
 from ..infer.generate import batches_by_length, generate
 from ..infer.sampling import SamplingConfig
-from .coherence_items import CoherenceItem, items_fingerprint
+from .coherence_items import CoherenceItem, coherence_items, items_fingerprint
+from .experiment import Claim, Experiment
 from .text_controls import copy_rate, distinct_n, longest_copy
 
 Judge = Callable[[list[str]], np.ndarray]  # texts -> (n, dim) sentence vectors
@@ -277,3 +278,38 @@ def normalised_score(result: dict, calibration: dict) -> dict:
             "cosine": float(s.mean()), "floor": float(floor.mean()), "ceiling": float(ceiling.mean()),
             "word_salad": calibration["word_salad"]["mean"]["cosine"],
             "above_floor": (s - floor).tolist(), "below_ceiling": (ceiling - s).tolist()}
+
+
+# --- E4 as the suite measures it: the model half now, the judge's half maybe later, elsewhere --------
+@dataclass
+class CoherenceSettings:
+    prompts: int = 75  # prompts cut from inside held-out documents (0: no E4)
+    prompt_tokens: int = 32
+    new_tokens: int = 64
+    window: int = 16
+    judge: bool = True  # score now (False: generate only; score later where the judge is)
+
+
+def prepare(data, settings: CoherenceSettings) -> list[CoherenceItem]:
+    return coherence_items(data.halves["report"], data.eot, settings.prompts, settings.prompt_tokens,
+                           settings.new_tokens, seed=data.seed)
+
+
+def measure(model, items: list[CoherenceItem], settings: CoherenceSettings, seed: int) -> dict:
+    """The model's continuations only: `judge_measurement` scores them."""
+    return {"continuations": generate_continuations(model, items, seed, settings.new_tokens)}
+
+
+def judge_measurement(result: dict, items: list[CoherenceItem], tokenizer, settings: CoherenceSettings,
+                      judge: Judge) -> bool:
+    """Score a measurement's continuations in place; False when they are scored already."""
+    if "mean" in result:
+        return False
+    result.update(score_continuations(items, result["continuations"], tokenizer, judge, settings.window))
+    return True
+
+
+EXPERIMENT = Experiment(
+    "E4", "coherence", CoherenceSettings, measure, prepare, enabled=lambda s: s.prompts > 0,
+    claims=(Claim("coherence", "E4: topic coherence (MiniLM cosine, prompt vs continuation)",
+                  lambda r: r["mean"]["cosine"], margin=0.01, primary=True, items=lambda r: r["per_prompt"]["cosine"]),))

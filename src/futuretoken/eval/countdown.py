@@ -35,16 +35,20 @@ import json
 import operator
 import random
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..checkpoint import load_model
 from ..data import prepare
 from ..infer.generate import batches_by_length, generate
 from ..infer.sampling import SamplingConfig
+from .experiment import Task
+
+if TYPE_CHECKING:
+    from .tasks import TaskSettings
 
 OPS: dict[type[ast.operator], str] = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*"}
 PRECEDENCE = {"+": 1, "-": 1, "*": 2}
@@ -207,11 +211,17 @@ def score_many(problems: Sequence[Problem], programs: Sequence[str]) -> list[boo
     return [score(p, prog) for p, prog in zip(problems, programs, strict=True)]
 
 
-# --- greedy completion, shared with pathstar ---------------------------------------------------
-def resolve_models(models: Mapping[str, object], device: str | torch.device = "auto") -> dict[str, object]:
-    """Run folders (str or Path) are loaded with ft.load on `device` ("auto": CUDA when available);
-    model objects are used as they are, on their own device."""
-    return {name: load_model(m, device) if isinstance(m, (str, Path)) else m for name, m in models.items()}
+# --- greedy completion and unique held-out problems, shared with pathstar ------------------------
+def unique(problems: Iterator, key: Callable, n: int) -> list:
+    """The first n problems of a stream whose key was not seen before."""
+    seen, out = set(), []
+    for p in problems:
+        if key(p) not in seen:
+            seen.add(key(p))
+            out.append(p)
+            if len(out) == n:
+                return out
+    raise AssertionError("unreachable: problem streams are endless")
 
 
 def complete_greedy(model, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 64,
@@ -237,20 +247,17 @@ def complete_greedy(model, prompts: Sequence[str], max_new_tokens: int, batch_si
     return out
 
 
-def countdown_experiment(models: Mapping[str, object], n_eval: int = 200, difficulties: Sequence[int] = (2, 3, 4),
-                         seed: int = 1234, max_new_tokens: int = 48, batch_size: int = 64,
-                         device: str | torch.device = "auto") -> dict[str, dict[int, float]]:
-    """Greedy pass@1 per model and difficulty on `n_eval` evaluation-split problems per difficulty.
+# --- E6 as a task of the comparison ----------------------------------------------------------------
+def countdown_outcomes(model, settings: TaskSettings) -> dict[str, list[bool]]:
+    """{"N numbers": [solved?] per held-out problem} for greedy completions, easiest first."""
+    out = {}
+    for d in settings.difficulties:
+        problems = unique(iter_problems(settings.seed + 1000 + d, (d,), "eval", max_number=settings.max_number),
+                          lambda p: p.prompt, settings.n_eval)
+        programs = complete_greedy(model, [p.prompt for p in problems], max_new_tokens=48)
+        out[f"{d} numbers"] = score_many(problems, programs)
+    return out
 
-    models: name -> run folder (loaded with ft.load) or a GPT/FTP model with a `.tokenizer`.
-    Returns {name: {difficulty: fraction of problems solved}}.
-    """
-    problems = {d: [p for _, p in zip(range(n_eval), iter_problems(seed + d, (d,), "eval"))] for d in difficulties}
-    results: dict[str, dict[int, float]] = {}
-    for name, model in resolve_models(models, device).items():
-        results[name] = {}
-        for d, batch in problems.items():
-            programs = complete_greedy(model, [p.prompt for p in batch], max_new_tokens, batch_size)
-            solved = sum(score_many(batch, programs))
-            results[name][d] = solved / max(1, len(batch))
-    return results
+
+TASK = Task("countdown", "E6 countdown", prepare_countdown_corpus,
+            lambda s: dict(difficulties=s.difficulties, max_number=s.max_number), countdown_outcomes, primary=True)

@@ -18,9 +18,13 @@ deterministic; it takes about a second per model.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 import torch
 from torch import Tensor
+
+from .experiment import Claim, Experiment
+from .windows import loss_windows
 
 
 def future_bags(windows: Tensor, horizon: int, vocab: int, stride: int = 1) -> Tensor:
@@ -77,7 +81,15 @@ def states(model, windows: Tensor, horizon: int, stride: int, batch_size: int = 
     return torch.cat(out).reshape(-1, out[0].shape[-1])
 
 
-def future_bag_probe(model, bags: FutureBags, ridge: float = 0.1) -> dict:
+class FutureBagResult(TypedDict):
+    r2: float  # held-out R^2 of the probe on h_t (percent)
+    token_r2: float  # the current-token control's (percent)
+    positions: list[int]  # [fit, test] rows
+    labels: int
+    ridge: float
+
+
+def future_bag_probe(model, bags: FutureBags, ridge: float = 0.1) -> FutureBagResult:
     """E2 on one model: held-out R^2 (percent) of the ridge probe from h_t to the future bag.
 
     `ridge` is the penalty per row on standardised features. Returns {"r2", "token_r2" (the control),
@@ -93,3 +105,29 @@ def future_bag_probe(model, bags: FutureBags, ridge: float = 0.1) -> dict:
     r2 = r_squared(x_test @ weights + y_mean, bags.test_y.double(), y_mean)
     return {"r2": r2, "token_r2": bags.token_r2, "positions": [len(x), len(x_test)], "labels": len(bags.labels),
             "ridge": ridge}
+
+
+# --- E2 as the suite measures it ------------------------------------------------------------------
+@dataclass
+class FutureBagSettings:
+    windows: int = 512  # windows fitting the probe (selection half) and scoring it (report half)
+    labels: int = 256  # the most frequent future tokens predicted
+    stride: int = 2  # every stride-th position
+
+
+def prepare(data, settings: FutureBagSettings) -> FutureBags:
+    """Bags over FTP's horizon (the longest among the arms), the same for every model."""
+    length = data.block_size + data.horizon
+    return FutureBags.build(loss_windows(data.halves["selection"], length, 1, settings.windows, seed=99 + data.seed),
+                            loss_windows(data.halves["report"], length, 1, settings.windows, seed=98 + data.seed),
+                            data.horizon, data.vocab, settings.labels, settings.stride)
+
+
+def measure(model, bags: FutureBags, settings: FutureBagSettings, seed: int) -> FutureBagResult:
+    return future_bag_probe(model, bags)
+
+
+EXPERIMENT = Experiment(
+    "E2", "future_bag", FutureBagSettings, measure, prepare, floor=measure,
+    claims=(Claim("future_bag", "E2: future bag x_{t+2..t+N} explained by a linear probe on h_t (R^2, %)",
+                  lambda r: r["r2"], margin=0.2, primary=False),))

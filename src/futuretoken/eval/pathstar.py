@@ -21,13 +21,16 @@ predict several future tokens at once (and reverse-order answers) are known to h
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..data import prepare
-from .countdown import complete_greedy, resolve_models, write_corpus
+from .countdown import complete_greedy, unique, write_corpus
+from .experiment import Task
+
+if TYPE_CHECKING:
+    from .tasks import TaskSettings
 
 Setting = tuple[int, int]  # (degree, length)
 
@@ -89,21 +92,16 @@ def prepare_pathstar_corpus(out_dir: str | Path, n_docs: int = 50_000, seed: int
     return out
 
 
-def pathstar_experiment(models: Mapping[str, object], settings: Sequence[Setting] = ((2, 4), (3, 4)),
-                        n_eval: int = 200, seed: int = 1234, n_labels: int = 100, batch_size: int = 64,
-                        device: str | torch.device = "auto") -> dict[str, dict[Setting, float]]:
-    """Exact-match accuracy of the greedy path per model and (degree, length) setting.
+# --- E7 as a task of the comparison ----------------------------------------------------------------
+def pathstar_outcomes(model, settings: TaskSettings) -> dict[str, list[bool]]:
+    """{"degree D, length L": [path exact?] per held-out graph}."""
+    degree, length = settings.star_degree, settings.star_length
+    graphs = unique(iter_graphs(settings.seed + 2000, ((degree, length),), settings.star_labels), lambda g: g[0],
+                    settings.n_eval)
+    outputs = complete_greedy(model, [p for p, _ in graphs], max_new_tokens=3 * (length + 1) + 4)
+    return {f"degree {degree}, length {length}": [o == a for o, (_, a) in zip(outputs, graphs)]}
 
-    models: name -> run folder (loaded with ft.load) or a GPT/FTP model with a `.tokenizer`.
-    Chance level for a model that finds edges but guesses the arm is 1/degree.
-    """
-    problems = {s: [g for _, g in zip(range(n_eval), iter_graphs(seed + 97 * s[0] + s[1], (s,), n_labels))]
-                for s in settings}
-    results: dict[str, dict[Setting, float]] = {}
-    for name, model in resolve_models(models, device).items():
-        results[name] = {}
-        for (degree, length), graphs in problems.items():
-            max_new = 3 * (length + 1) + 4  # a label is at most a few tokens
-            outputs = complete_greedy(model, [p for p, _ in graphs], max_new, batch_size)
-            results[name][(degree, length)] = sum(o == a for o, (_, a) in zip(outputs, graphs)) / max(1, len(graphs))
-    return results
+
+TASK = Task("pathstar", "E7 path-star", prepare_pathstar_corpus,
+            lambda s: dict(settings=((s.star_degree, s.star_length),), n_labels=s.star_labels), pathstar_outcomes,
+            primary=False)

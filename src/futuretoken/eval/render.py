@@ -1,7 +1,8 @@
-"""Reports: reading metrics, markdown tables, plots, and the comparison report of eval/compare.py."""
+"""Reports: reading metrics, markdown tables, plots, and the comparison report of study/compare.py."""
 
 from __future__ import annotations
 
+import json
 import math
 import textwrap
 from pathlib import Path
@@ -66,7 +67,27 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-# --- the comparison report (eval/compare.py) -----------------------------------------------------
+# --- the comparison report (study/compare.py) ----------------------------------------------------
+RESULTS_SCHEMA = 2  # 2: an arm and its baseline are "arm"/"baseline" in pairs and rows (1: "ftp"/"gpt")
+
+
+def upgrade_results(results: dict) -> dict:
+    """A results.json of any schema in today's: older comparisons' folders still render."""
+    if results.get("schema", 1) == 1:
+        for pairs in results["pairs"].values():
+            for pair in pairs:
+                pair["arm"], pair["baseline"] = pair.pop("ftp"), pair.pop("gpt")
+        for row in results["rows"]:
+            row["arm_values"], row["baseline_values"] = row.pop("ftp"), row.pop("gpt")
+        results["schema"] = 2
+    return results
+
+
+def read_results(folder: str | Path) -> dict:
+    """FOLDER/results.json of a comparison, in today's schema."""
+    return upgrade_results(json.loads((Path(folder) / "results.json").read_text()))
+
+
 def _fmt(x: float, digits: int = 3) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
@@ -115,7 +136,7 @@ def claims_table(rows: list[dict], baseline: str) -> str:
         claims.setdefault(r["label"] + ("" if r["primary"] else " (secondary)"), {})[r["arm"]] = r
     body = []
     for label, by_arm in claims.items():
-        base = {arm: _mean_se(r["gpt"]) for arm, r in by_arm.items()}
+        base = {arm: _mean_se(r["baseline_values"]) for arm, r in by_arm.items()}
         if len(set(base.values())) == 1:
             base_cell = next(iter(base.values()))
         else:
@@ -127,7 +148,7 @@ def claims_table(rows: list[dict], baseline: str) -> str:
                 cells.append("-")
                 continue
             t = r["test"]
-            cells.append(f"{_mean_se(r['ftp'])}<br>Δ {_fmt(t['diff'])} [{_fmt(t['ci95'][0])}, {_fmt(t['ci95'][1])}]"
+            cells.append(f"{_mean_se(r['arm_values'])}<br>Δ {_fmt(t['diff'])} [{_fmt(t['ci95'][0])}, {_fmt(t['ci95'][1])}]"
                          f"<br>p {_p(t['p'])}, Holm {_p(r['p_holm'])}, TOST {_p(r['p_tost'])} (±{r['margin']:g})"
                          f"<br>**{r['verdict']}**" + (f": {'; '.join(r['why_invalid'])}" if r["why_invalid"] else ""))
         body.append([label, base_cell, *cells])
@@ -190,7 +211,7 @@ def controls(results: dict) -> list[str]:
     out = [f"- E2 control: the current token alone explains {_fmt(results['token_r2'])}% of the future bag's variance "
            "(held out); a state that holds more than its own token must beat it."]
     for arm, pairs in results["pairs"].items():
-        for label, side in ((arm, "ftp"), (f"{results['baseline']} (matched to {arm})", "gpt")):
+        for label, side in ((arm, "arm"), (f"{results['baseline']} (matched to {arm})", "baseline")):
             e3 = [p[side]["E3"] for p in pairs]
             out.append(f"- E3 {label}: adjacent {_mean_se([e['summary']['adjacent']['mean'] for e in e3])}, "
                        f"cross-document {_mean_se([e['summary']['cross_document']['mean'] for e in e3])}, "
@@ -218,7 +239,7 @@ def coherence_controls(results: dict) -> list[str]:
                  for name, key in (("real continuation (ceiling)", "ceiling"),
                                    ("another document's continuation (floor)", "floor"), ("word salad", "word_salad"))]
     for arm, pairs in results["pairs"].items():
-        for label, side in ((arm, "ftp"), (f"{results['baseline']} (matched to {arm})", "gpt")):
+        for label, side in ((arm, "arm"), (f"{results['baseline']} (matched to {arm})", "baseline")):
             e4 = [p[side]["E4"]["mean"] for p in pairs if "cosine" in p[side].get("E4", {}).get("mean", {})]
             if e4:
                 rows.append([label, *(_mean_se([m[c] for m in e4]) for c in E4_COLUMNS)])

@@ -13,11 +13,16 @@ Protocol (windows of T tokens inside held-out documents, at most 10 per document
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TypedDict
+
 import numpy as np
 import torch
 from torch import Tensor
 
+from .experiment import Claim, Experiment
 from .stats import mean_ci
+from .windows import document_windows
 
 
 def adjacent_cosine(hidden: Tensor, mean: Tensor | None = None) -> Tensor:
@@ -48,7 +53,18 @@ def states(model, windows: Tensor, batch_size: int = 16) -> Tensor:
                       for b in range(0, len(windows), batch_size)])
 
 
-def smoothness_experiment(model, windows: Tensor, docs: np.ndarray, seed: int = 0) -> dict:
+class SmoothnessResult(TypedDict):
+    adjacent: list[float]  # per window
+    cross_document: list[float]
+    excess: list[float]
+    summary: dict[str, dict]  # name -> stats.mean_ci: {"mean", "ci95", "n"}
+    raw_adjacent: float
+    first_window: list[float]
+    windows: int
+    documents: int
+
+
+def smoothness_experiment(model, windows: Tensor, docs: np.ndarray, seed: int = 0) -> SmoothnessResult:
     """E3 on one model: per-window adjacent, cross-document and excess cosines (protocol: module docstring).
 
     Returns {"adjacent", "cross_document", "excess": per-window lists, "summary": {name: mean and
@@ -67,3 +83,32 @@ def smoothness_experiment(model, windows: Tensor, docs: np.ndarray, seed: int = 
             "raw_adjacent": float(adjacent_cosine(hidden).mean()),
             "first_window": adjacent_cosine(centred[:1])[0].tolist(), "windows": len(windows),
             "documents": int(len(np.unique(docs)))}
+
+
+# --- E3 as the suite measures it ------------------------------------------------------------------
+@dataclass
+class SmoothnessSettings:
+    per_document: int = 10  # windows inside held-out documents, at most this many per document
+    min_windows: int = 100
+
+
+@dataclass(frozen=True)
+class SmoothnessItems:
+    windows: Tensor  # (n, T) windows inside report-half documents
+    docs: np.ndarray  # (n,) their documents
+
+
+def prepare(data, settings: SmoothnessSettings) -> SmoothnessItems:
+    windows, docs = document_windows(data.halves["report"], data.eot, data.block_size, settings.per_document,
+                                     settings.min_windows)
+    return SmoothnessItems(windows, docs)
+
+
+def measure(model, items: SmoothnessItems, settings: SmoothnessSettings, seed: int) -> SmoothnessResult:
+    return smoothness_experiment(model, items.windows, items.docs, seed=seed)
+
+
+EXPERIMENT = Experiment(
+    "E3", "smoothness", SmoothnessSettings, measure, prepare, floor=measure,
+    claims=(Claim("smoothness", "E3: text-specific smoothness (centred adjacent cosine minus cross-document)",
+                  lambda r: r["summary"]["excess"]["mean"], margin=0.02, primary=True),))

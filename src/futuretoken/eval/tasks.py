@@ -1,5 +1,5 @@
-"""E6 (countdown as code) and E7 (path-star planning): every arm and seed trained on the same
-generated stream, then scored problem by problem.
+"""Scoring the toy tasks (E6 countdown as code, E7 path-star; eval/registry.py TASKS): every arm and
+seed is trained on the same generated stream (study/tasks.py), then scored problem by problem.
 
 - Budget: `max_steps` is sized by a pilot so that the baseline is clearly off the floor
   (pass@1 >= the gate's `task_floor`) at the easiest setting; otherwise the task's claims are
@@ -15,7 +15,7 @@ Results per arm, setting and seed: pass@1 and the per-problem outcomes (for McNe
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +23,6 @@ from ..checkpoint import checkpoint_step, list_checkpoints, load_model
 from ..config import RunConfig
 from ..files import atomic_write
 from ..model import training_flops_per_token
-from ..train import train_all
-from .countdown import complete_greedy, iter_problems, prepare_countdown_corpus, score_many
-from .pathstar import iter_graphs, prepare_pathstar_corpus
 
 
 @dataclass
@@ -47,49 +44,6 @@ class TaskSettings:
     seed: int = 0
 
 
-ConfigsFor = Callable[[Path, Path, dict, dict], dict[str, dict[int, RunConfig]]]
-
-
-def unique(problems: Iterator, key: Callable, n: int) -> list:
-    """The first n problems of a stream whose key was not seen before."""
-    seen, out = set(), []
-    for p in problems:
-        if key(p) not in seen:
-            seen.add(key(p))
-            out.append(p)
-            if len(out) == n:
-                return out
-    raise AssertionError("unreachable: problem streams are endless")
-
-
-def countdown_outcomes(model, settings: TaskSettings) -> dict[str, list[bool]]:
-    """{"N numbers": [solved?] per held-out problem} for greedy completions."""
-    out = {}
-    for d in settings.difficulties:
-        problems = unique(iter_problems(settings.seed + 1000 + d, (d,), "eval", max_number=settings.max_number),
-                          lambda p: p.prompt, settings.n_eval)
-        programs = complete_greedy(model, [p.prompt for p in problems], max_new_tokens=48)
-        out[f"{d} numbers"] = score_many(problems, programs)
-    return out
-
-
-def pathstar_outcomes(model, settings: TaskSettings) -> dict[str, list[bool]]:
-    degree, length = settings.star_degree, settings.star_length
-    graphs = unique(iter_graphs(settings.seed + 2000, ((degree, length),), settings.star_labels), lambda g: g[0],
-                    settings.n_eval)
-    outputs = complete_greedy(model, [p for p, _ in graphs], max_new_tokens=3 * (length + 1) + 4)
-    return {f"degree {degree}, length {length}": [o == a for o, (_, a) in zip(outputs, graphs)]}
-
-
-# settings field -> (report name, corpus preparation, per-problem scoring, corpus arguments)
-TASKS = {
-    "countdown": ("E6 countdown", prepare_countdown_corpus, countdown_outcomes,
-                  lambda s: dict(difficulties=s.difficulties, max_number=s.max_number)),
-    "pathstar": ("E7 path-star", prepare_pathstar_corpus, pathstar_outcomes,
-                 lambda s: dict(settings=((s.star_degree, s.star_length),), n_labels=s.star_labels)),
-}
-
-
 def training_flops(cfg: RunConfig, steps: int) -> float:
     tokens = steps * cfg.train.batch_size * cfg.train.grad_accum * cfg.model.block_size
     return training_flops_per_token(cfg.model, cfg.train.model) * tokens
@@ -99,28 +53,6 @@ def equal_compute_checkpoint(run_dir: Path, cfg: RunConfig, budget_flops: float)
     """The kept checkpoint of `run_dir` with the most training FLOPs not above `budget_flops`."""
     kept = [c for c in list_checkpoints(run_dir) if training_flops(cfg, checkpoint_step(c)) <= budget_flops * 1.0001]
     return (kept or list_checkpoints(run_dir)[:1])[-1]
-
-
-def run_tasks(settings: TaskSettings, configs_for: ConfigsFor, baseline: str, workers: int, out_dir: Path,
-              device: str) -> dict:
-    """Prepare, train and score every task; returns per task {"pass_at_1", "correct", "equal_compute", ...}."""
-    results = {}
-    train_overrides = {"max_steps": settings.max_steps, "keep_every": settings.keep_every,
-                       "ckpt_interval": settings.keep_every, "eval_interval": settings.keep_every,
-                       "warmup_steps": min(100, settings.max_steps // 10)}
-    for field_name, (name, prepare_corpus, outcomes, corpus_args) in TASKS.items():
-        if not getattr(settings, field_name):
-            continue
-        task_dir = out_dir / field_name
-        data_dir = task_dir / "data"
-        if not (data_dir / "manifest.json").is_file():
-            prepare_corpus(data_dir, n_docs=settings.documents, seed=settings.seed, tokenizer=settings.tokenizer,
-                           **corpus_args(settings))
-        configs = configs_for(data_dir, task_dir / "runs", train_overrides, {"block_size": settings.block_size})
-        configs = {arm: by_seed for arm, by_seed in configs.items() if not settings.arms or arm in settings.arms}
-        train_all([cfg for by_seed in configs.values() for cfg in by_seed.values()], workers)
-        results[name] = score_arms(configs, baseline, outcomes, settings, device, task_dir / "outcomes")
-    return results
 
 
 def _outcomes_of(ckpt: Path, outcomes, settings: TaskSettings, device: str, cache: Path) -> dict[str, list[bool]]:
@@ -133,8 +65,14 @@ def _outcomes_of(ckpt: Path, outcomes, settings: TaskSettings, device: str, cach
     return result
 
 
-def score_arms(configs: Mapping[str, Mapping[int, RunConfig]], baseline: str, outcomes, settings: TaskSettings,
-               device: str, cache: Path) -> dict:
+Outcomes = Callable[[object, TaskSettings], dict[str, list[bool]]]
+
+
+def score_arms(configs: Mapping[str, Mapping[int, RunConfig]], baseline: str, outcomes: Outcomes,
+               settings: TaskSettings, device: str, cache: Path) -> dict:
+    """Every arm and seed at its last checkpoint (equal tokens) and, beside the baseline, at equal compute:
+    {"n_eval", "max_steps", "pass_at_1": {arm: {setting: [per seed]}}, "correct": per-problem outcomes,
+    "equal_compute": {arm: {"steps": [...], setting: [per seed]}}}."""
     base_cfg = next(iter(configs[baseline].values()))
     base_flops = training_flops(base_cfg, base_cfg.train.max_steps)
     result = {"n_eval": settings.n_eval, "max_steps": settings.max_steps, "pass_at_1": {}, "correct": {},

@@ -1,15 +1,16 @@
-"""`futuretoken reproduce --config configs/experiments/X.toml --out DIR`: the whole comparison.
+"""`futuretoken reproduce --config configs/experiments/X.toml --out DIR`: a whole study.
 
-1. Train every arm (GPT and FTP variants) with every seed on the same data (resumable: a
-   second call continues unfinished runs and reuses finished ones), several runs at once when
-   `experiment.workers` > 1.
-2. When [tasks] is present, E6 (countdown as code) and E7 (path-star): each arm and seed
-   trained on the same generated stream, scored per problem (eval/tasks.py).
+1. Train every arm (GPT, FTP variants, MTP, MTP-seq) with every seed on the same data
+   (resumable: a second call continues unfinished runs and reuses finished ones), several runs
+   at once when `experiment.workers` > 1.
+2. When [tasks] is present, the toy tasks (E6 countdown as code, E7 path-star): each arm and
+   seed trained on the same generated stream, scored per problem (study/tasks.py).
 3. Compare every arm with the baseline at matched next-token loss, seed by seed, with the
-   validity gates and the statistics (eval/compare.py) -> DIR/paper/report.md.
+   validity gates and the statistics (study/compare.py) -> DIR/paper/report.md.
 An experiment file is a run config (see configs/) shared by every arm, plus [experiment]
 (seeds, baseline, workers), [arms.NAME] (model/train overrides per arm), [gates], [suite]
-(eval.suite.SuiteSettings) and [tasks] (eval.tasks.TaskSettings) tables.
+(eval.suite.SuiteSettings; [suite.NAME] for experiment NAME's own settings) and [tasks]
+(eval.tasks.TaskSettings) tables.
 """
 
 from __future__ import annotations
@@ -21,35 +22,38 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import output_dir
-from .config import ConfigError, RunConfig, build, read_toml
-from .eval.claims import GateSettings
-from .eval.compare import compare_runs
-from .eval.suite import SuiteSettings
-from .eval.tasks import TaskSettings, run_tasks
-from .train import ensure_data, train_all
+from ..checkpoint import output_dir
+from ..config import ConfigError, RunConfig, build, read_toml
+from ..eval.claims import GateSettings
+from ..eval.suite import SuiteSettings
+from ..eval.tasks import TaskSettings
+from ..train import ensure_data, train_all
+from .compare import compare_runs
+from .tasks import run_tasks
 
 RESERVED = ("paper", "tasks")  # OUT/paper holds the comparison, OUT/tasks the toy tasks; OUT/ARM the arms' runs
 
 
 @dataclass
-class ExperimentSettings:
+class StudySettings:
     seeds: tuple[int, ...] = (0, 1, 2)  # training seeds: the unit of replication
     baseline: str = "gpt"  # the arm every other arm is compared with
     workers: int = 1  # training runs at once; on CPU each gets cpu_count // workers threads
 
 
 @dataclass
-class Experiment:
+class Study:
+    """An experiment file: arms x seeds trained and compared on one corpus (+ the toy tasks)."""
+
     run: RunConfig  # shared by every arm; an arm overrides parts of [model] and [train]
     arms: dict[str, dict[str, dict[str, Any]]]  # name -> {"model": {...}, "train": {...}}
-    settings: ExperimentSettings = field(default_factory=ExperimentSettings)
+    settings: StudySettings = field(default_factory=StudySettings)
     gates: GateSettings = field(default_factory=GateSettings)
     suite: SuiteSettings = field(default_factory=SuiteSettings)
     tasks: TaskSettings | None = None
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "Experiment":
+    def from_dict(cls, values: dict[str, Any]) -> "Study":
         values = dict(values)
         tables = {name: values.pop(name, {}) for name in ("experiment", "arms", "gates", "suite")}
         tasks = values.pop("tasks", None)
@@ -61,22 +65,20 @@ class Experiment:
                 raise ConfigError(f"[arms.{name}] may only override [model] and [train]; remove {sorted(unknown)}")
             if name in RESERVED:
                 raise ConfigError(f"[arms.{name}]: '{name}' names a folder of the experiment's output; rename the arm")
-        settings = build(ExperimentSettings, _tuples(tables["experiment"], "seeds"), "experiment")
+        settings = build(StudySettings, tables["experiment"], "experiment")
         if settings.baseline not in arms:
             raise ConfigError(f"experiment.baseline = {settings.baseline!r} is not an arm; arms are {sorted(arms)}")
         if not settings.seeds or settings.workers < 1:
             raise ConfigError("experiment.seeds needs at least one seed and experiment.workers must be >= 1")
-        experiment = cls(run=run, arms=arms, settings=settings, gates=build(GateSettings, tables["gates"], "gates"),
-                         suite=build(SuiteSettings, _tuples(tables["suite"], "datasets", "floor_seeds", "probe_pools"),
-                                     "suite"),
-                         tasks=build(TaskSettings, _tuples(tasks, "difficulties", "arms"), "tasks")
-                         if tasks is not None else None)
+        study = cls(run=run, arms=arms, settings=settings, gates=build(GateSettings, tables["gates"], "gates"),
+                    suite=SuiteSettings.from_dict(tables["suite"]),
+                    tasks=build(TaskSettings, tasks, "tasks") if tasks is not None else None)
         for arm in arms:  # fail now, not after an hour of training, when an arm's overrides are wrong
-            experiment.run_config(arm, settings.seeds[0], Path("runs"))
-        return experiment
+            study.run_config(arm, settings.seeds[0], Path("runs"))
+        return study
 
     @classmethod
-    def load(cls, path: str | Path) -> "Experiment":
+    def load(cls, path: str | Path) -> "Study":
         return cls.from_dict(read_toml(path))
 
     def run_config(self, arm: str, seed: int, out_dir: Path, data_dir: Path | None = None,
@@ -91,38 +93,31 @@ class Experiment:
         return RunConfig.from_dict(values)
 
 
-def _tuples(values: dict | None, *keys: str) -> dict | None:
-    """TOML arrays -> tuples for the dataclass fields that are tuples."""
-    if values is None:
-        return None
-    return {k: tuple(v) if k in keys and isinstance(v, list) else v for k, v in values.items()}
-
-
-def reproduce(experiment: Experiment, out_dir: str | Path, device: str | None = None) -> Path:
+def reproduce(study: Study, out_dir: str | Path, device: str | None = None) -> Path:
     """Train every arm and seed, the toy tasks, then compare: DIR/paper/report.md (+ DIR/timing.json)."""
     out_dir = output_dir(out_dir, "--out folder")
-    device = device or experiment.run.train.device
-    seeds, settings = experiment.settings.seeds, experiment.settings
+    device = device or study.run.train.device
+    seeds, settings = study.settings.seeds, study.settings
 
     def configs_for(data_dir: Path | None, runs_dir: Path, train_overrides: dict | None = None,
                     model_overrides: dict | None = None) -> dict[str, dict[int, RunConfig]]:
-        return {arm: {s: experiment.run_config(arm, s, runs_dir, data_dir, train_overrides, model_overrides)
-                      for s in seeds} for arm in experiment.arms}
+        return {arm: {s: study.run_config(arm, s, runs_dir, data_dir, train_overrides, model_overrides)
+                      for s in seeds} for arm in study.arms}
 
     timing: dict[str, float] = {}
     started = time.perf_counter()
-    ensure_data(experiment.run.data)  # once, before the workers start
+    ensure_data(study.run.data)  # once, before the workers start
     runs = configs_for(None, out_dir)
     train_all([cfg for by_seed in runs.values() for cfg in by_seed.values()], settings.workers)
     timing["train_s"] = time.perf_counter() - started
     tasks = None
-    if experiment.tasks is not None:
+    if study.tasks is not None:
         started = time.perf_counter()
-        tasks = run_tasks(experiment.tasks, configs_for, settings.baseline, settings.workers, out_dir / "tasks", device)
+        tasks = run_tasks(study.tasks, configs_for, settings.baseline, settings.workers, out_dir / "tasks", device)
         timing["tasks_s"] = time.perf_counter() - started
     started = time.perf_counter()
     report = compare_runs({arm: {s: Path(cfg.train.out_dir) for s, cfg in by_seed.items()} for arm, by_seed in runs.items()},
-                          settings.baseline, out_dir / "paper", experiment.suite, experiment.gates, device, tasks=tasks,
+                          settings.baseline, out_dir / "paper", study.suite, study.gates, device, tasks=tasks,
                           workers=settings.workers)
     timing["compare_s"] = time.perf_counter() - started
     (out_dir / "timing.json").write_text(json.dumps({**timing, "experiment": asdict(settings),

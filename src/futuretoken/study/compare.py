@@ -1,0 +1,216 @@
+"""Compare trained arms with a baseline at matched next-token loss, seed by seed, and write the report.
+
+`runs[arm][seed]` are run folders; `baseline` names the arm every other arm is compared with.
+For each other arm and seed, the matched checkpoint pair is the baseline run's and the arm's
+run's kept checkpoints (train.keep_every) whose next-token losses on the *selection* half of
+the validation split are matched (eval/matched.py); the pair is then measured on the *report*
+half and on the items shared by every model (eval/suite.py), and every registered experiment's
+claims become verdict rows (eval/claims.py). The measurements are cached jobs (study/jobs.py);
+E4's judge runs in this process, once per measurement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..checkpoint import checkpoint_name, list_checkpoints, output_dir, read_metrics, run_data_dir
+from ..config import ModelConfig
+from ..devices import resolve_device
+from ..eval import claims as C
+from ..eval.coherence import EXPERIMENT as COHERENCE
+from ..eval.coherence import coherence_calibration
+from ..eval.future_bag import EXPERIMENT as FUTURE_BAG
+from ..eval.matched import MatchedPair, pick_matched_pair
+from ..eval.render import RESULTS_SCHEMA, plot_comparison, render_report
+from ..eval.suite import EvalData, SuiteSettings, judging, score_coherence
+from ..model import training_flops_per_token
+from .jobs import Cache, Job, JobRunner
+
+Runs = Mapping[str, Mapping[int, Path]]  # arm -> seed -> run folder
+
+
+def _run_info(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "run.json").read_text())
+
+
+def _floor_shape(info: dict) -> str:
+    """Arms whose untrained models are identical share a floor (the decoder's start vector starts at zero)."""
+    model = {k: v for k, v in info["model"].items() if k != "decoder_start"}
+    return f"{info['model_type']}-{hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()[:10]}"
+
+
+def check_runs(runs: Runs, baseline: str) -> list[int]:
+    """The seeds every arm was trained with (the comparison is paired), and one corpus for all."""
+    if baseline not in runs or len(runs) < 2:
+        raise ValueError(f"need the baseline arm {baseline!r} and at least one other arm; got {sorted(runs)}")
+    seeds = sorted(runs[baseline])
+    for arm, by_seed in runs.items():
+        if sorted(by_seed) != seeds:
+            raise ValueError(f"arm {arm!r} has seeds {sorted(by_seed)}, the baseline {seeds}: the comparison is paired")
+    data_dirs = {str(run_data_dir(r)) for by_seed in runs.values() for r in by_seed.values()}
+    if len(data_dirs) != 1:
+        raise ValueError(f"the runs were trained on different data {sorted(data_dirs)}; compare runs of one corpus")
+    return seeds
+
+
+@dataclass
+class Comparison:
+    runs: Runs
+    baseline: str
+    seeds: list[int]
+    infos: dict[str, dict]  # arm -> run.json of its first seed's run
+    settings: SuiteSettings
+    gates: C.GateSettings
+    data: EvalData
+    cache: Cache
+    run_jobs: JobRunner
+
+    @property
+    def arms(self) -> list[str]:
+        return [arm for arm in self.runs if arm != self.baseline]
+
+    def checkpoint(self, arm: str, seed: int, step: int) -> str:
+        return str(Path(self.runs[arm][seed]) / "checkpoints" / checkpoint_name(step))
+
+    def selection_losses(self) -> dict[str, dict[int, dict[int, float]]]:
+        """arm -> seed -> kept checkpoint's step -> its next-token loss on the selection half."""
+        self.run_jobs([Job("selection", f"selection-{arm}-s{seed}", str(self.runs[arm][seed]))
+                       for arm in self.runs for seed in self.seeds])
+        return {arm: {seed: {int(k): v for k, v in self.cache.get(f"selection-{arm}-s{seed}").items()}
+                      for seed in self.seeds} for arm in self.runs}
+
+    def floor_shapes(self) -> dict[str, str]:
+        """One arm per distinct untrained model: shape key -> the arm whose checkpoint stands for it."""
+        return {_floor_shape(self.infos[arm]): arm for arm in self.runs}
+
+    def ftp_arms(self) -> list[str]:
+        return [arm for arm in self.runs if self.infos[arm]["model_type"] == "ftp"]
+
+    def measure_all(self, matched: dict[str, dict[int, MatchedPair]]) -> None:
+        """Every matched checkpoint, the random-init floors and gate 2 along the FTP arms' training."""
+        todo = []
+        for arm, by_seed in matched.items():
+            for seed, pair in by_seed.items():
+                todo += [Job("measure", _measure_name(arm, seed, pair.step_a), self.checkpoint(arm, seed, pair.step_a)),
+                         Job("measure", _measure_name(self.baseline, seed, pair.step_b),
+                             self.checkpoint(self.baseline, seed, pair.step_b))]
+        todo += [Job("floor", f"floor-{shape}-{fs}", str(list_checkpoints(self.runs[arm][self.seeds[0]])[-1]), fs)
+                 for shape, arm in self.floor_shapes().items() for fs in self.settings.floor_seeds]
+        todo += [Job("state", f"state-{arm}-s{seed}", str(self.runs[arm][seed]))
+                 for arm in self.ftp_arms() for seed in self.seeds]
+        self.run_jobs(todo)
+
+    def measured(self, arm: str, seed: int, step: int, judge) -> dict:
+        name = _measure_name(arm, seed, step)
+        result = self.cache.get(name)
+        if judge is not None and score_coherence(result, self.data, self.settings, judge):
+            self.cache.put(name, result)  # the continuations are judged once, maybe long after they were written
+        return result
+
+    def pairs(self, matched: dict[str, dict[int, MatchedPair]], judge) -> dict[str, list[dict]]:
+        """arm -> per seed {"arm": measurement, "baseline": measurement, "gates": gates 1-3}."""
+        pairs = {}
+        for arm, by_seed in matched.items():
+            pairs[arm] = []
+            for seed, pair in by_seed.items():
+                a, b = self.measured(arm, seed, pair.step_a, judge), self.measured(self.baseline, seed, pair.step_b, judge)
+                pairs[arm].append({"arm": a, "baseline": b, "gates": C.pair_gates(a, b, self.data.ngram, self.gates)})
+        return pairs
+
+    def calibration(self, judge) -> dict:
+        """E4's references (real continuation, another document's, word salad), judged once."""
+        if not self.cache.has("coherence-calibration"):
+            e4 = self.settings.of(COHERENCE)
+            self.cache.put("coherence-calibration", coherence_calibration(
+                self.data.items[COHERENCE.key], self.data.tokenizer, judge, e4.window, self.settings.seed))
+        return self.cache.get("coherence-calibration")
+
+
+def _measure_name(arm: str, seed: int, step: int) -> str:
+    return f"measure-{arm}-s{seed}-{step}"
+
+
+def _arm_summary(info: dict) -> dict:
+    return {"model_type": info["model_type"], "model": info["model"],
+            "train": {k: info["train"][k] for k in ("max_steps", "batch_size", "lr", "grad_accum")},
+            "train_flops_per_token": training_flops_per_token(ModelConfig(**info["model"]), info["model_type"])}
+
+
+def _matched_summary(matched: dict[str, dict[int, MatchedPair]]) -> dict:
+    return {arm: {seed: {"step": p.step_a, "baseline_step": p.step_b, "selection_loss": p.loss_a,
+                         "baseline_selection_loss": p.loss_b} for seed, p in by_seed.items()}
+            for arm, by_seed in matched.items()}
+
+
+def open_comparison(runs: Runs, baseline: str, out_dir: Path, settings: SuiteSettings, gates: C.GateSettings,
+                    device, workers: int) -> Comparison:
+    """Check the runs and build what every model is measured on."""
+    seeds = check_runs(runs, baseline)
+    infos = {arm: _run_info(by_seed[seeds[0]]) for arm, by_seed in runs.items()}
+    # E2's future bags span the longest horizon among the arms (4 when every arm is a GPT).
+    horizon = max([i["model"]["horizon"] for i in infos.values() if i["model_type"] != "gpt"], default=4)
+    data_args = (run_data_dir(runs[baseline][seeds[0]]), infos[baseline]["model"]["block_size"], horizon)
+    data = EvalData.build(*data_args, settings)
+    cache = Cache(out_dir / "cache")
+    return Comparison(runs, baseline, seeds, infos, settings, gates, data, cache,
+                      JobRunner(cache, data, data_args, settings, device, workers))
+
+
+def compare_runs(runs: Runs, baseline: str, out_dir: str | Path, settings: SuiteSettings | None = None,
+                 gates: C.GateSettings | None = None, device: str = "auto", judge=None, tasks: dict | None = None,
+                 workers: int = 1) -> Path:
+    """Measure every matched pair, run the gates and the statistics, write report.md, results.json, plots."""
+    settings, gates = settings or SuiteSettings(), gates or C.GateSettings()
+    out_dir, device = output_dir(out_dir, "--out folder"), resolve_device(device)  # before the work
+    cmp = open_comparison(runs, baseline, out_dir, settings, gates, device, workers)
+    losses = cmp.selection_losses()
+    matched = {arm: {seed: pick_matched_pair(losses[arm][seed], losses[baseline][seed]) for seed in cmp.seeds}
+               for arm in cmp.arms}
+    cmp.measure_all(matched)
+    if judging(cmp.data, settings) and judge is None:
+        from ..eval.coherence import minilm_judge
+
+        judge = minilm_judge()
+    judge = judge if judging(cmp.data, settings) else None
+    pairs = cmp.pairs(matched, judge)
+    rows = C.claim_rows(pairs) + (C.task_rows(tasks, baseline, gates) if tasks else [])
+    C.finish_verdicts(rows, gates.alpha)
+
+    results = {
+        "schema": RESULTS_SCHEMA, "baseline": baseline, "seeds": cmp.seeds,
+        "arms": {arm: _arm_summary(info) for arm, info in cmp.infos.items()},
+        "settings": asdict(settings), "gates": asdict(gates), "ngram": cmp.data.ngram,
+        "token_r2": cmp.data.items[FUTURE_BAG.key].token_r2 if FUTURE_BAG.key in cmp.data.items else None,
+        "matched": _matched_summary(matched), "pairs": pairs, "rows": rows,
+        "floors": {arm: [cmp.cache.get(f"floor-{shape}-{fs}") for fs in settings.floor_seeds]
+                   for shape, arm in cmp.floor_shapes().items()},
+        "state_use_trajectory": {arm: {seed: _trajectory(cmp.cache.get(f"state-{arm}-s{seed}")) for seed in cmp.seeds}
+                                 for arm in cmp.ftp_arms()},
+        "curves": {arm: {seed: _curve(runs[arm][seed], losses[arm][seed]) for seed in cmp.seeds} for arm in runs},
+        "tasks": tasks,
+    }
+    if judge is not None:
+        results["coherence_calibration"] = cmp.calibration(judge)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    plot_comparison(results, out_dir)
+    report = out_dir / "report.md"
+    report.write_text(render_report(results))
+    return report
+
+
+def _trajectory(per_step: dict) -> dict:
+    steps = sorted(per_step, key=int)
+    return {"steps": [int(s) for s in steps],
+            **{k: [per_step[s][k] for s in steps] for k in ("mean_state", "shuffled_state")}}
+
+
+def _curve(run_dir: Path, selection: dict[int, float]) -> dict:
+    """Validation next-token loss logged during training, and the selection losses of kept checkpoints."""
+    val = [r for r in read_metrics(run_dir) if r["split"] == "val"]
+    return {"steps": [r["step"] for r in val], "val_loss": [r["next_token_loss"] for r in val],
+            "tokens": [r["tokens"] for r in val],
+            "checkpoints": sorted(selection), "selection_loss": [selection[s] for s in sorted(selection)]}

@@ -1,0 +1,23 @@
+"""Every committed comparison re-renders from its results.json to the report committed beside it: the
+report is a function of the results alone, and today's code reads every older results schema."""
+
+from pathlib import Path
+
+import pytest
+
+from futuretoken.eval.render import RESULTS_SCHEMA, read_results, render_report
+
+ROOT = Path(__file__).parent.parent
+FOLDERS = sorted(p.parent for p in ROOT.glob("results/**/results.json"))
+
+
+def test_there_are_committed_comparisons():
+    assert len(FOLDERS) >= 3, FOLDERS
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_committed_report_rerenders_the_same(folder):
+    results = read_results(folder)
+    assert results["schema"] == RESULTS_SCHEMA
+    committed = (folder / "report.md").read_text().split("\nWall time of this call")[0]  # reproduce appends it
+    assert render_report(results).rstrip() == committed.rstrip()
