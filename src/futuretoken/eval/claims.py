@@ -27,7 +27,7 @@ import numpy as np
 
 from . import stats
 from .experiment import Claim, Experiment, Result
-from .registry import EXPERIMENTS, TASKS
+from . import registry
 
 
 @dataclass
@@ -85,13 +85,13 @@ def verdict_row(claim: str, label: str, arm: str, primary: bool, arm_values: Seq
             "items": items}
 
 
-def claim_rows(pairs: Mapping[str, Sequence[dict]], experiments: Sequence[Experiment] = EXPERIMENTS) -> list[dict]:
+def claim_rows(pairs: Mapping[str, Sequence[dict]], experiments: Sequence[Experiment] | None = None) -> list[dict]:
     """Rows for every (claim, arm) of the experiments measured on every pair. `pairs[arm]` lists, per
     seed, {"arm": measurement, "baseline": measurement, "gates": pair_gates(...)}."""
     rows = []
     for arm, seeds in pairs.items():
         failed = sorted({name for s in seeds for name, v in s["gates"].items() if not v["passed"]})
-        for experiment in experiments:
+        for experiment in registry.EXPERIMENTS if experiments is None else experiments:
             if not all(experiment.key in s[side] for s in seeds for side in ("arm", "baseline")):
                 continue  # not measured in this comparison
             a = [s["arm"][experiment.key] for s in seeds]
@@ -111,7 +111,7 @@ def claim_rows(pairs: Mapping[str, Sequence[dict]], experiments: Sequence[Experi
 def task_rows(tasks: Mapping[str, dict], baseline: str, settings: GateSettings, margin: float = 0.05) -> list[dict]:
     """Verdict rows of the toy tasks (E6/E7): per task, setting and non-baseline arm, pass@1 per seed
     at equal training tokens; valid only if the baseline is off the floor at the easiest setting."""
-    primary = {t.name: t.primary for t in TASKS}
+    primary = {t.name: t.primary for t in registry.TASKS}
     rows = []
     for task, result in tasks.items():
         per_arm = result["pass_at_1"]  # arm -> setting -> [per seed]

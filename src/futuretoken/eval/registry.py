@@ -19,10 +19,3 @@ EXPERIMENTS: tuple[Experiment, ...] = (
 )
 TASKS: tuple[Task, ...] = (countdown.TASK, pathstar.TASK)  # E6, E7
 
-
-def experiment(key: str) -> Experiment:
-    """The experiment a model's measurements hold under `key` ("E3")."""
-    for e in EXPERIMENTS:
-        if e.key == key:
-            return e
-    raise KeyError(f"no experiment {key!r}; the registry holds {[e.key for e in EXPERIMENTS]}")

@@ -22,7 +22,7 @@ from ..config import ConfigError, build
 from ..data import TokenShards, load_tokenizer
 from .experiment import Experiment
 from .ngram import NgramModel
-from .registry import EXPERIMENTS
+from . import registry
 from .state_use import next_token_losses, state_ablation
 from .windows import loss_windows, split_halves
 
@@ -37,7 +37,7 @@ MOVED = {"probe_windows": "future_bag.windows", "probe_labels": "future_bag.labe
 
 
 def _default_experiments() -> dict[str, Any]:
-    return {e.name: e.settings() for e in EXPERIMENTS}
+    return {e.name: e.settings() for e in registry.EXPERIMENTS}
 
 
 @dataclass
@@ -52,7 +52,7 @@ class SuiteSettings:
         return self.experiments[experiment.name]
 
     def enabled(self) -> list[Experiment]:
-        return [e for e in EXPERIMENTS if e.enabled(self.of(e))]
+        return [e for e in registry.EXPERIMENTS if e.enabled(self.of(e))]
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> "SuiteSettings":
@@ -63,7 +63,7 @@ class SuiteSettings:
                 table, key = new.split(".")
                 raise ConfigError(f"suite.{old} is now '{key}' in [suite.{table}]; move it there")
         experiments = _default_experiments()
-        for e in EXPERIMENTS:
+        for e in registry.EXPERIMENTS:
             if e.name in values:
                 experiments[e.name] = build(e.settings, values.pop(e.name), f"suite.{e.name}")
         settings = build(cls, values, "suite")

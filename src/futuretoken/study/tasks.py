@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import RunConfig
-from ..eval.registry import TASKS
+from ..eval import registry
 from ..eval.tasks import TaskSettings, score_arms
 from ..train import train_all
 
@@ -22,7 +22,7 @@ def run_tasks(settings: TaskSettings, configs_for: ConfigsFor, baseline: str, wo
     train_overrides = {"max_steps": settings.max_steps, "keep_every": settings.keep_every,
                        "ckpt_interval": settings.keep_every, "eval_interval": settings.keep_every,
                        "warmup_steps": min(100, settings.max_steps // 10)}
-    for task in TASKS:
+    for task in registry.TASKS:
         if not getattr(settings, task.key):
             continue
         task_dir = out_dir / task.key
