@@ -8,11 +8,11 @@ import types
 from pathlib import Path
 
 import pytest
-from test_reproduce import TOY_TABLE
 
 from futuretoken.eval import registry
 from futuretoken.eval.suite import SuiteSettings
 from futuretoken.study import compare_runs
+from test_reproduce import TOY_TABLE
 
 README = Path(__file__).parent.parent / "README.md"
 

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import stats
+from . import registry, stats
 from .experiment import Claim, Experiment, Result
-from . import registry
 
 
 @dataclass

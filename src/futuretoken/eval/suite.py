@@ -20,9 +20,9 @@ import torch
 
 from ..config import ConfigError, build
 from ..data import TokenShards, load_tokenizer
+from . import registry
 from .experiment import Experiment
 from .ngram import NgramModel
-from . import registry
 from .state_use import next_token_losses, state_ablation
 from .windows import loss_windows, split_halves
 
