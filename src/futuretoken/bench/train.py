@@ -4,9 +4,10 @@ Every variant (GPT; FTP with all positions through the decoder, with and without
 recomputing the decoder's activations, with torch's and with our own chunked cross-entropy;
 FTP with a quarter of the positions; MTP with its sequential and its joint head backward;
 MTP-seq) runs in its own child process, so peak memory is its own and nothing is shared.
-Each runs `warmup` optimizer steps (compilation included), then times `steps` steps of
-the real training step (AdamW, bf16 autocast on CUDA, optional torch.compile) on random
-tokens. MFU = achieved training FLOP/s (documented count, decoder and heads included) / the
+Each runs `warmup` optimizer steps (compilation included), then times `steps` calls of
+the trainer's own step (train/step.py TrainStep, which Trainer.train_step calls: AdamW, gradient
+clipping, the skip on a non-finite loss, bf16 autocast on CUDA, optional per-block torch.compile)
+on random tokens. MFU = achieved training FLOP/s (documented count, decoder and heads included) / the
 device's dense bf16 peak; on CPU no peak is known and MFU is left empty.
 """
 
@@ -25,8 +26,11 @@ from ..config import ModelConfig, TrainConfig
 from ..devices import autocast_dtype
 from ..model import MODELS, training_flops_per_token
 from ..model.loss import resolve_implementation
+from ..train.distributed import DistInfo
+from ..train.objective import LossModule
 from ..train.optim import make_optimizer
-from ..train.parallelize import apply_activation_checkpointing, compile_blocks
+from ..train.parallelize import parallelize
+from ..train.step import TrainStep
 from .env import environment
 
 # Dense bf16 tensor-core peaks (FLOP/s), from the vendors' data sheets.
@@ -77,20 +81,19 @@ def measure(model_type: str, preset: str, batch_size: int, decoder_fraction: flo
     cfg = ModelConfig.preset(preset, decoder_fraction=decoder_fraction, loss_impl=loss_impl, mtp_backward=mtp_backward)
     torch.manual_seed(0)
     model = MODELS[model_type](cfg).to(device).train()
-    apply_activation_checkpointing(model, checkpointing)
-    optimizer = make_optimizer(model, TrainConfig())
     amp = autocast_dtype("auto", device)
-    if compile:  # as the trainer does: block by block (train/parallelize.py)
-        compile_blocks(model)
+    tc = TrainConfig(model=model_type, batch_size=batch_size, activation_checkpointing=checkpointing, compile=compile)
+    # As the trainer sets it up: activation checkpointing, then per-block compile (one process: no DDP/FSDP).
+    loss_module = parallelize(LossModule(model), model, DistInfo(), device, tc.parallel, amp, checkpointing, compile)
+    train_step = TrainStep(loss_module, make_optimizer(loss_module, tc), tc, model.horizon, device, amp, DistInfo())
     loss_fn = model.loss
     tokens = torch.randint(0, cfg.vocab_size, (batch_size, cfg.block_size + model.horizon), device=device)
+    done = 0
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss = loss_fn(tokens).total
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        nonlocal done
+        train_step(done, lambda micro: tokens)
+        done += 1
 
     def sync() -> None:
         if device.type == "cuda":

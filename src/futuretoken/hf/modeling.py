@@ -70,26 +70,6 @@ class _FTConfig(PretrainedConfig, _ModelFields):
         return ModelConfig(**{k: getattr(self, k) for k in _FIELDS})
 
 
-class GPTConfig(_FTConfig):
-    model_type = "futuretoken-gpt"
-    ft_model_type = "gpt"
-
-
-class FTPConfig(_FTConfig):
-    model_type = "futuretoken-ftp"
-    ft_model_type = "ftp"
-
-
-class MTPConfig(_FTConfig):
-    model_type = "futuretoken-mtp"
-    ft_model_type = "mtp"
-
-
-class MTPSeqConfig(_FTConfig):
-    model_type = "futuretoken-mtp-seq"
-    ft_model_type = "mtp_seq"
-
-
 class _CacheLayer:
     """One encoder layer of a transformers Cache, seen through the members futuretoken's encoder uses."""
 
@@ -208,42 +188,28 @@ class _FTForCausalLM(_FTPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(loss=loss, logits=out.logits, past_key_values=cache, **recorded)
 
 
-class GPTModel(_FTModel):
-    config_class = GPTConfig
+def _hf_classes(model_type: str, module: type[LanguageModel]) -> tuple[type, type, type]:
+    """The config, base-model and causal-LM classes of one futuretoken model type: for `MTPSeq`
+    (model_type "mtp_seq") MTPSeqConfig ("futuretoken-mtp-seq"), MTPSeqModel and MTPSeqForCausalLM."""
+    name, here = module.__name__, {"__module__": __name__}
+    config = type(f"{name}Config", (_FTConfig,), {**here, "model_type": f"futuretoken-{model_type.replace('_', '-')}",
+                                                 "ft_model_type": model_type})
+    base = type(f"{name}Model", (_FTModel,), {**here, "config_class": config})
+    causal_lm = type(f"{name}ForCausalLM", (_FTForCausalLM,), {**here, "config_class": config})
+    return config, base, causal_lm
 
 
-class FTPModel(_FTModel):
-    config_class = FTPConfig
-
-
-class MTPModel(_FTModel):
-    config_class = MTPConfig
-
-
-class MTPSeqModel(_FTModel):
-    config_class = MTPSeqConfig
-
-
-class GPTForCausalLM(_FTForCausalLM):
-    config_class = GPTConfig
-
-
-class FTPForCausalLM(_FTForCausalLM):
-    config_class = FTPConfig
-
-
-class MTPForCausalLM(_FTForCausalLM):
-    config_class = MTPConfig
-
-
-class MTPSeqForCausalLM(_FTForCausalLM):
-    config_class = MTPSeqConfig
-
-
-CONFIGS: dict[str, type[_FTConfig]] = {"gpt": GPTConfig, "ftp": FTPConfig, "mtp": MTPConfig, "mtp_seq": MTPSeqConfig}
-CAUSAL_LM: dict[str, type[_FTForCausalLM]] = {"gpt": GPTForCausalLM, "ftp": FTPForCausalLM, "mtp": MTPForCausalLM,
-                                               "mtp_seq": MTPSeqForCausalLM}
-BASE_MODELS: dict[str, type[_FTModel]] = {"gpt": GPTModel, "ftp": FTPModel, "mtp": MTPModel, "mtp_seq": MTPSeqModel}
+# One set of classes per model type (model.MODELS), under module-level names: `auto_map` names them.
+CONFIGS: dict[str, type[_FTConfig]] = {}
+BASE_MODELS: dict[str, type[_FTModel]] = {}
+CAUSAL_LM: dict[str, type[_FTForCausalLM]] = {}
+for _type, _module in MODELS.items():
+    CONFIGS[_type], BASE_MODELS[_type], CAUSAL_LM[_type] = _hf_classes(_type, _module)
+    globals().update({cls.__name__: cls for cls in (CONFIGS[_type], BASE_MODELS[_type], CAUSAL_LM[_type])})
+GPTConfig, GPTModel, GPTForCausalLM = CONFIGS["gpt"], BASE_MODELS["gpt"], CAUSAL_LM["gpt"]
+FTPConfig, FTPModel, FTPForCausalLM = CONFIGS["ftp"], BASE_MODELS["ftp"], CAUSAL_LM["ftp"]
+MTPConfig, MTPModel, MTPForCausalLM = CONFIGS["mtp"], BASE_MODELS["mtp"], CAUSAL_LM["mtp"]
+MTPSeqConfig, MTPSeqModel, MTPSeqForCausalLM = CONFIGS["mtp_seq"], BASE_MODELS["mtp_seq"], CAUSAL_LM["mtp_seq"]
 
 __all__ = ["BASE_MODELS", "CAUSAL_LM", "CONFIGS", "FTPConfig", "FTPForCausalLM", "FTPModel", "GPTConfig",
            "GPTForCausalLM", "GPTModel", "MTPConfig", "MTPForCausalLM", "MTPModel", "MTPSeqConfig",

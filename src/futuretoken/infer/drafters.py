@@ -46,6 +46,7 @@ class NextToken:
     """The next token from head(h_t): GPT's `ar`, and MTP's and MTP-seq's."""
 
     lead = 0  # pad slots the drafter needs before the prompt
+    next_token_beside_encoder = False  # True: even `ar` needs this drafter (the next token is not head(h_t))
 
     def __init__(self, model, cfg: SamplingConfig) -> None:
         self.model, self.cfg = model, cfg
@@ -113,6 +114,8 @@ class FTPState(State):
 
 
 class FTPDrafter(NextToken):
+    next_token_beside_encoder = True  # FTP's next token is decoder step 1
+
     def _step1(self, h: Tensor, last: Tensor) -> _FirstStep:
         """Decoder step 1 from states h (M, d) whose own tokens are last (M,)."""
         model = self.model
@@ -268,7 +271,10 @@ DRAFTERS = {"ftp": FTPDrafter, "mtp": MTPDrafter, "mtp_seq": MTPSeqDrafter}  # m
 
 def drafter_for(model, strategy: str, cfg: SamplingConfig) -> NextToken:
     """The drafter of a model type for a strategy: `ar` only needs the next-token distribution, and so
-    does a draft of one token (MTP and MTP-seq with horizon 1 have nothing beside the encoder)."""
-    if model.model_type == "ftp" or (strategy != "ar" and model.horizon > 1):
-        return DRAFTERS[model.model_type](model, cfg)
+    does a draft of one token (MTP and MTP-seq with horizon 1 have nothing beside the encoder), unless
+    the next token itself comes from beside the encoder (FTP's decoder). A model type without a
+    drafter generates with `ar` from its logits."""
+    drafter = DRAFTERS.get(model.model_type)
+    if drafter is not None and (drafter.next_token_beside_encoder or (strategy != "ar" and model.horizon > 1)):
+        return drafter(model, cfg)
     return NextToken(model, cfg)

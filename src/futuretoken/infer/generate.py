@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..model import MODELS
 from .decoding import Decoding, StreamCallback
 from .drafters import DRAFTERS, drafter_for
 from .prompts import as_prompt, batches_by_length, batches_by_similar_length
@@ -87,9 +88,8 @@ def generate(
     """
     sampling = sampling if sampling is not None else SamplingConfig()
     model_type = getattr(model, "model_type", "")
-    if model_type not in ("gpt", *DRAFTERS):
-        raise ValueError(f"generate needs a futuretoken model ({', '.join(('gpt', *DRAFTERS))}), "
-                         f"got {type(model).__name__}")
+    if model_type not in MODELS:
+        raise ValueError(f"generate needs a futuretoken model ({', '.join(MODELS)}), got {type(model).__name__}")
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy={strategy!r} is unknown; choose one of {', '.join(STRATEGIES)}")
     if strategy in DRAFTING and model_type not in DRAFTERS:

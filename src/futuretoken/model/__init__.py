@@ -7,7 +7,8 @@ from .loss import IGNORE, LossOutput, future_targets
 from .mtp import MTP
 from .mtp_seq import MTPSeq
 
-MODELS = {"gpt": GPT, "ftp": FTP, "mtp": MTP, "mtp_seq": MTPSeq}  # keys: config.MODEL_TYPES
+# Every model type, by its `model_type` (config.MODEL_TYPES lists the same names for validation).
+MODELS: dict[str, type[LanguageModel]] = {cls.model_type: cls for cls in (GPT, FTP, MTP, MTPSeq)}
 
 
 def forward_flops_per_token(c: ModelConfig, model_type: str) -> float:

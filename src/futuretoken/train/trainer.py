@@ -9,7 +9,6 @@ step then stops the run with the last good checkpoint named.
 
 from __future__ import annotations
 
-import math
 import signal
 import time
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from .objective import LossModule, evaluate, summarise
 from .optim import learning_rate, make_optimizer
 from .parallelize import parallelize
 from .run_folder import RunFolder
+from .step import SKIPPED, STOP, TrainStep
 
 
 class TrainingError(RuntimeError):
@@ -88,10 +88,6 @@ def _optimizer_misfit(optimizer: torch.optim.Optimizer) -> str | None:
                 if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
                     return f"its {name} of shape {tuple(value.shape)} is for a parameter of shape {tuple(param.shape)}"
     return None
-
-
-# Layout of a step's statistics row: LossModule's stats, then these two flags.
-SKIPPED, STOP = -2, -1
 
 
 class Trainer:
@@ -141,6 +137,8 @@ class Trainer:
         self.sharded = distributed.is_sharded(self.loss_module)
         self.amp = None if self.sharded else amp  # FSDP's mixed-precision policy computes in bf16 itself
         self.optimizer = make_optimizer(self.loss_module, tc)
+        self.stepper = TrainStep(self.loss_module, self.optimizer, tc, self.model.horizon, self.device, self.amp,
+                                 self.info)
         self.step, self.tokens_seen = 0, 0
         self._pending: list[torch.Tensor] = []  # statistics rows of steps not yet read back
         self._stop_signal: int | None = None
@@ -280,36 +278,8 @@ class Trainer:
         return tokens
 
     def train_step(self) -> torch.Tensor:
-        """One optimizer step. Returns its statistics row on the device: LossModule's stats summed
-        over the global batch, then [skipped, stop requested] (summed over processes)."""
-        tc = self.cfg.train
-        lr = learning_rate(self.step, tc)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        stats = torch.zeros(2 + 2 * self.model.horizon + 2, dtype=torch.float64, device=self.device)
-        for micro in range(tc.grad_accum):
-            tokens = self._batch(micro)
-            with distributed.grad_sync(self.loss_module, micro == tc.grad_accum - 1):
-                # autocast covers the forward only: backward runs each op in the dtype its forward used
-                with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-                    weighted_sum, micro_stats = self.loss_module(tokens)
-                weighted_sum.backward()  # a sum: the global normaliser is applied to the gradients below
-            stats[:SKIPPED] += micro_stats
-        stats[STOP].fill_(float(self._stop_signal is not None))
-        stats = distributed.sum_across(stats, self.info)
-        params = [p for p in self.loss_module.parameters() if p.grad is not None]
-        # DDP and FSDP average gradients over processes; we want their sum over the global weight.
-        scale = (self.info.world / stats[1].clamp_min(1e-12)).float()
-        torch._foreach_mul_([p.grad for p in params], scale)
-        norm = torch.nn.utils.clip_grad_norm_(params, tc.grad_clip if tc.grad_clip > 0 else math.inf)
-        if hasattr(norm, "full_tensor"):  # FSDP: a DTensor made of every shard's partial norm
-            norm = norm.full_tensor()
-        skipped = ~(torch.isfinite(stats[0]) & torch.isfinite(norm))
-        self.optimizer.found_inf = skipped.float()  # fused AdamW skips the update (and its step count)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        stats[SKIPPED] = skipped
-        return stats
+        """One optimizer step (train/step.py); returns its statistics row, still on the device."""
+        return self.stepper(self.step, self._batch, self._stop_signal is not None)
 
     def _read_back(self) -> list[list[float]]:
         """The statistics rows of the steps since the last sync point: the one device-to-host copy."""
