@@ -20,7 +20,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from .text import tokenizer_of
 
@@ -42,6 +41,15 @@ def embed(
     batch_size: windows encoded per forward pass.
     window: tokens per encoder window for long texts, 2..block_size (default block_size).
     """
+    window = _check_settings(model, pool, batch_size, window)
+    texts = _token_arrays(model, token_lists)
+    jobs = _window_jobs(texts, window, last_only=pool == "last")
+    vectors = _encode_windows(model, texts, jobs, window, batch_size, last_only=pool == "last")
+    return _pool(vectors, pool, model.config.n_embd)
+
+
+def _check_settings(model, pool: str, batch_size: int, window: int | None) -> int:
+    """The window to use (block_size by default); ValueError naming any setting that cannot work."""
     if pool not in POOLS:
         raise ValueError(f"pool={pool!r} is unknown; choose one of {', '.join(POOLS)}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -52,7 +60,11 @@ def embed(
         raise ValueError(
             f"window={window!r} is invalid: give an integer in 2..block_size={block} (the stride is window // 2)"
         )
-    stride = window // 2
+    return window
+
+
+def _token_arrays(model, token_lists: Sequence[Sequence[int]] | Sequence[str]) -> list[np.ndarray]:
+    """Each text as a 1-D int64 array of ids the model knows (strings are tokenised first)."""
     V = model.config.vocab_size
     if token_lists and isinstance(token_lists[0], str):
         token_lists = tokenizer_of(model).encode_batch(list(token_lists))
@@ -62,26 +74,32 @@ def embed(
             raise ValueError(f"text {i} is empty; every text needs at least one token")
         if t.min() < 0 or t.max() >= V:
             raise ValueError(f"text {i} has token ids outside [0, {V}): min {t.min()}, max {t.max()}")
+    return texts
 
-    # Jobs: (text index, window start, first kept offset in the window, kept count).
-    jobs: list[tuple[int, int, int, int]] = []
+
+Job = tuple[int, int, int, int]  # (text index, window start, first kept offset in the window, kept count)
+
+
+def _window_jobs(texts: list[np.ndarray], window: int, last_only: bool) -> list[Job]:
+    """The encoder windows to run, longest first (similar lengths together: less padding, same
+    results, since padding cannot leak; see the module docstring)."""
+    stride = window // 2
+    jobs: list[Job] = []
     for i, t in enumerate(texts):
         L = len(t)
         n_windows = 1 + max(0, -(-(L - window) // stride))  # starts 0, stride, ... until the end is covered
-        wins = range(n_windows - 1, n_windows) if pool == "last" else range(n_windows)  # "last" needs only the last
-        for w in wins:
+        for w in range(n_windows - 1 if last_only else 0, n_windows):  # "last" needs only the last window
             start = w * stride
             # Window w owns tokens (w-1)*stride + window .. w*stride + window - 1 (window 0 owns its first `window`).
-            first = 0 if w == 0 else (w - 1) * stride + window
-            end = min(L, start + window)
-            if pool == "last":
-                first = L - 1
-            jobs.append((i, start, first - start, end - first))
-    # Similar lengths together: less padding, same results (padding cannot leak, see docstring).
-    jobs.sort(key=lambda j: min(len(texts[j[0]]) - j[1], window), reverse=True)
+            first = L - 1 if last_only else 0 if w == 0 else (w - 1) * stride + window
+            jobs.append((i, start, first - start, min(L, start + window) - first))
+    return sorted(jobs, key=lambda j: min(len(texts[j[0]]) - j[1], window), reverse=True)
 
-    d = model.config.n_embd
-    out = [np.empty((1 if pool == "last" else len(t), d), dtype=np.float32) for t in texts]
+
+def _encode_windows(model, texts: list[np.ndarray], jobs: list[Job], window: int, batch_size: int,
+                    last_only: bool) -> list[np.ndarray]:
+    """Every text's kept vectors, float32 (len_i or 1 when last_only, d), in eval mode."""
+    out = [np.empty((1 if last_only else len(t), model.config.n_embd), dtype=np.float32) for t in texts]
     device = model.head_weight.device
     was_training = model.training
     model.eval()
@@ -93,23 +111,25 @@ def embed(
                 idx = np.zeros((len(chunk), max(lengths)), dtype=np.int64)  # pad id 0: any valid id works
                 for r, ((i, start, _, _), n) in enumerate(zip(chunk, lengths)):
                     idx[r, :n] = texts[i][start : start + n]
-                h: Tensor = model.encoder(torch.from_numpy(idx).to(device))  # (b, t, d)
-                h = h.float().cpu().numpy()
+                h = model.encoder(torch.from_numpy(idx).to(device)).float().cpu().numpy()  # (b, t, d)
                 for r, (i, start, offset, count) in enumerate(chunk):
-                    dest = 0 if pool == "last" else start + offset
+                    dest = 0 if last_only else start + offset
                     out[i][dest : dest + count] = h[r, offset : offset + count]
     finally:
         model.train(was_training)
+    return out
 
+
+def _pool(vectors: list[np.ndarray], pool: str, d: int) -> np.ndarray | list[np.ndarray]:
     if pool == "tokens":
-        return out
-    if not out:
+        return vectors
+    if not vectors:
         return np.zeros((0, d), np.float32)
     if pool == "last":
-        return np.stack([o[0] for o in out])
+        return np.stack([v[0] for v in vectors])
     if pool == "weighted_mean":
-        return np.stack([_position_weighted_mean(o) for o in out])
-    return np.stack([o.mean(0) for o in out])  # (n, d)
+        return np.stack([_position_weighted_mean(v) for v in vectors])
+    return np.stack([v.mean(0) for v in vectors])  # (n, d)
 
 
 def _position_weighted_mean(vectors: np.ndarray) -> np.ndarray:
