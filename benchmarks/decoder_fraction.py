@@ -10,7 +10,7 @@ sweep continues where it stopped. Per fraction it reports:
 
 - tokens_per_s: the mean training throughput the trainer logged;
 - val_next_token_loss: next-token loss on `--eval-batches` fixed batches of 16 validation windows
-  (`futuretoken.train.evaluate`, the trainer's own validation);
+  (`futuretoken.training.evaluate`, the trainer's own validation);
 - E3 (`futuretoken.eval.smoothness.smoothness_experiment`, the comparison's protocol): windows of
   T tokens inside validation documents (at most the demo's `smooth_per_document` per document),
   position means removed; `e3_adjacent` is the mean adjacent cosine, `e3_cross_document` the same
@@ -36,7 +36,7 @@ from futuretoken.eval.render import mean_train_tokens_per_s
 from futuretoken.eval.smoothness import EXPERIMENT as SMOOTHNESS
 from futuretoken.eval.smoothness import smoothness_experiment
 from futuretoken.eval.windows import document_windows
-from futuretoken.train import evaluate, train
+from futuretoken.training import evaluate, train
 
 
 def measure(model, data_dir: Path, eval_batches: int, per_document: int, min_windows: int) -> dict:

@@ -22,7 +22,7 @@ from futuretoken.checkpoint import checkpoint_step, list_checkpoints, load_model
 from futuretoken.devices import resolve_device
 from futuretoken.eval.registry import TASKS
 from futuretoken.study import Study
-from futuretoken.train import train
+from futuretoken.training import train
 
 
 def main() -> None:

@@ -92,7 +92,7 @@ def run_config(data_dir: Path, out_dir: Path, model: str = "ftp", **train) -> Ru
 @pytest.fixture(scope="session")
 def trained_runs(data_dir, tmp_path_factory) -> Path:
     """ROOT/{ftp,gpt,mtp,mtp_seq}: tiny runs trained for 8 steps on the `data_dir` corpus. Read-only for tests."""
-    from futuretoken.train import train
+    from futuretoken.training import train
 
     root = tmp_path_factory.mktemp("runs")
     for model in ("ftp", "gpt", "mtp", "mtp_seq"):

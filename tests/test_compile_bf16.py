@@ -37,10 +37,10 @@ def test_bf16_autocast_loss_is_close_to_fp32(device):
 
 
 def test_training_with_blocks_compiled_equals_eager(data_dir, tmp_path):
-    """train.compile compiles block by block after activation checkpointing (train/parallelize.py):
+    """train.compile compiles block by block after activation checkpointing (training/parallelize.py):
     the same losses and weights as eager training, with FTP's decoder blocks recomputed in backward."""
     from conftest import run_config
-    from futuretoken.train import Trainer
+    from futuretoken.training import Trainer
 
     runs = {}
     for compiled in (False, True):

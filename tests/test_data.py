@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from conftest import disk_full_after
 from futuretoken.data import DataError, Tokenizer, TokenShards, iter_documents, load_tokenizer, prepare
-from futuretoken.data.prepare import split_documents
+from futuretoken.data.preparation import split_documents
 from futuretoken.data.shards import ShardWriter, token_dtype
 from futuretoken.data.tokenizer import EOT, build_tokenizer
-from futuretoken.files import PathError
+from futuretoken.storage import PathError
 
 WORDS = ("the state of union shall be and war peace people congress nation thou art my lord king "
          "naïve café 日本語 Ünïcödé 🤖 tab\there {x: 1} def return 3.14 ").split(" ")

@@ -46,7 +46,7 @@ from futuretoken.checkpoint import read_metrics
 from futuretoken.config import RunConfig
 from futuretoken.data import TokenShards
 from futuretoken.data.shards import data_identity
-from futuretoken.train import train
+from futuretoken.training import train
 
 GOLDEN = Path(__file__).parent / "golden" / "loss_curves.json"
 REGENERATE = os.environ.get("FUTURETOKEN_REGENERATE_GOLDEN") == "1"

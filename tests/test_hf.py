@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 
 import futuretoken as ft  # noqa: E402
 from conftest import run_cli, run_config  # noqa: E402
-from futuretoken.train import train  # noqa: E402
+from futuretoken.training import train  # noqa: E402
 
 TEXTS = ["alpha beta gamma", "delta epsilon zeta eta theta iota.", "mu", "kappa lambda mu alpha beta gamma delta"]
 

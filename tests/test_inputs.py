@@ -188,7 +188,7 @@ def test_a_corpus_prepared_in_pieces_equals_one_prepared_whole(tmp_path, monkeyp
 
     from futuretoken.data.tokenizer import encoding_pieces
 
-    prep = importlib.import_module("futuretoken.data.prepare")  # the module, not data.prepare the function
+    prep = importlib.import_module("futuretoken.data.preparation")
 
     words = ["alpha", "beta", "gamma", "delta", "don't", "42,", "é"]
     for i in range(6):

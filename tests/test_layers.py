@@ -7,10 +7,10 @@ from pathlib import Path
 import futuretoken
 
 LAYERS = [
-    {"version", "files", "config", "devices"},
+    {"version", "storage", "config", "devices"},
     {"data", "model"},
     {"checkpoint"},
-    {"train", "infer"},
+    {"training", "infer"},
     {"eval", "hf", "bench"},
     {"study"},
     {"demo"},

@@ -5,7 +5,7 @@ import torch
 
 import futuretoken as ft
 from conftest import tiny_config
-from futuretoken.train.parallelize import apply_activation_checkpointing
+from futuretoken.training.parallelize import apply_activation_checkpointing
 
 
 def loss_grads_and_saved_bytes(model, tokens):
@@ -69,7 +69,7 @@ def test_training_benchmark_measures_the_sequential_head_backward():
 
 def test_trainer_with_recomputed_decoder_gives_the_same_losses(data_dir, tmp_path):
     from conftest import run_config
-    from futuretoken.train import train
+    from futuretoken.training import train
 
     plain = train(run_config(data_dir, tmp_path / "plain", max_steps=4))
     recomputed = train(run_config(data_dir, tmp_path / "ac", max_steps=4, activation_checkpointing="decoder"))

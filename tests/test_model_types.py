@@ -8,7 +8,7 @@ import futuretoken as ft
 from futuretoken import config as config_module
 from futuretoken.hf import modeling
 from futuretoken.model import GPT, MODELS, training_flops_per_token
-from futuretoken.train import train
+from futuretoken.training import train
 
 
 class Wide(GPT):

@@ -206,7 +206,7 @@ def test_config_errors_name_the_field():
 def test_recomputed_heads_give_the_same_gradients_with_less_memory(name):
     """activation_checkpointing='decoder' recomputes the blocks beside the encoder (MTP's heads 2..N,
     MTP-seq's modules) in backward: the same gradients, fewer saved bytes."""
-    from futuretoken.train.parallelize import apply_activation_checkpointing
+    from futuretoken.training.parallelize import apply_activation_checkpointing
 
     plain, recomputed = (ft.MODELS[name](tiny_config(block_size=64, mtp_backward="joint")).double() for _ in range(2))
     recomputed.load_state_dict(plain.state_dict())

@@ -29,14 +29,14 @@ from futuretoken.checkpoint import (
 )
 from futuretoken.config import ConfigError, RunConfig
 from futuretoken.data import DataError, prepare
-from futuretoken.files import sha256_file
 from futuretoken.infer import SamplingConfig
-from futuretoken.train import Trainer, TrainingError, train
+from futuretoken.storage import sha256_file
+from futuretoken.training import Trainer, TrainingError, train
 
 KILL_AT = """
 import os, signal, sys
 from futuretoken.config import RunConfig
-from futuretoken.train import Trainer
+from futuretoken.training import Trainer
 cfg = RunConfig.from_dict(__import__("json").loads(sys.argv[1]))
 def die(step):
     if step == int(sys.argv[2]):
@@ -47,7 +47,7 @@ Trainer(cfg, resume=True).fit(on_step=die)
 RESUME = """
 import sys, json
 from futuretoken.config import RunConfig
-from futuretoken.train import train
+from futuretoken.training import train
 train(RunConfig.from_dict(json.loads(sys.argv[1])), resume=True)
 """
 

@@ -26,8 +26,8 @@ import torch
 from futuretoken.config import MODEL_TYPES, RunConfig
 from futuretoken.model import MODELS
 from futuretoken.study import Study
-from futuretoken.train import Trainer
-from futuretoken.train.objective import summarise
+from futuretoken.training import Trainer
+from futuretoken.training.objective import summarise
 
 ROOT = Path(__file__).parent.parent
 RUN_CONFIGS = sorted(ROOT.glob("configs/*.toml"))

@@ -14,8 +14,8 @@ from conftest import run_cli, run_config
 from futuretoken.checkpoint import CheckpointError, list_checkpoints, load_model, load_trainer_state
 from futuretoken.config import ConfigError, RunConfig
 from futuretoken.data import DataError, TokenShards, WindowSampler, prepare
-from futuretoken.train import Trainer, TrainingError, train
-from futuretoken.train.trainer import process_seed
+from futuretoken.training import Trainer, TrainingError, train
+from futuretoken.training.trainer import process_seed
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:
@@ -26,7 +26,7 @@ def train_losses(run_dir: Path) -> dict[int, float]:
 KILL_SCRIPT = """
 import os, signal, sys
 from futuretoken.config import RunConfig
-from futuretoken.train import Trainer
+from futuretoken.training import Trainer
 cfg = RunConfig.load(sys.argv[1], sys.argv[3:])
 def die(step):
     if step == int(sys.argv[2]):
@@ -210,7 +210,7 @@ def test_two_processes_match_one_process(eot_data_dir, tmp_path, parallel, accum
 FSDP_KILL_SCRIPT = """
 import os, signal, sys
 from futuretoken.config import RunConfig
-from futuretoken.train import Trainer
+from futuretoken.training import Trainer
 cfg = RunConfig.load(sys.argv[1], sys.argv[3:])
 def die(step):
     if step == int(sys.argv[2]) and os.environ["RANK"] == "0":
@@ -244,9 +244,9 @@ def test_fsdp_sharded_checkpoints_resume_exactly_after_sigkill(data_dir, tmp_pat
 
 PREPARE_RACE = """
 import importlib, os, sys, time
-from futuretoken.train import trainer as T
+from futuretoken.training import trainer as T
 from futuretoken.config import DataConfig
-P = importlib.import_module("futuretoken.data.prepare")  # the module (futuretoken.data.prepare is the function)
+P = importlib.import_module("futuretoken.data.preparation")
 real = P.build_tokenizer
 def slow_build_tokenizer(*args, **kwargs):  # one call per preparation
     with open(sys.argv[2], "a") as log:

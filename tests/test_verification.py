@@ -28,9 +28,9 @@ from futuretoken.checkpoint import (
 from futuretoken.config import ModelConfig
 from futuretoken.data import DataError, TokenShards, prepare
 from futuretoken.data.tokenizer import load_tokenizer, train_bpe
-from futuretoken.files import sha256_file
 from futuretoken.model import MODELS
-from futuretoken.train import Trainer, distributed, train
+from futuretoken.storage import sha256_file
+from futuretoken.training import Trainer, distributed, train
 
 
 def repin(ckpt: Path, **changes) -> None:

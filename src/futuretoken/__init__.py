@@ -17,7 +17,7 @@ from .model import (
     MTPSeq,
     training_flops_per_token,
 )
-from .train import train
+from .training import train
 from .version import __version__
 
 __all__ = [

@@ -146,7 +146,7 @@ def cmd_train(args) -> None:
             for key, value in values.items():
                 print(f"  {key} = {value!r}")
         return
-    from .train import train
+    from .training import train
 
     cfg = RunConfig.load(args.config, args.overrides)
     result = train(cfg, resume=args.resume)

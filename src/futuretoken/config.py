@@ -274,11 +274,11 @@ class DataConfig:
 
 # What train.model may name (futuretoken.model.MODELS maps each to its class; config sits below model).
 MODEL_TYPES = ("gpt", "ftp", "mtp", "mtp_seq")
-# What train.activation_checkpointing may name (train/parallelize.py).
+# What train.activation_checkpointing may name (training/parallelize.py).
 ACTIVATION_CHECKPOINTING = ("none", "decoder", "all")
 
 # The seeds every consumer accepts: torch.manual_seed takes [-2**63, 2**64), numpy's SeedSequence
-# (train/trainer.py process_seed, the window sampler) only integers >= 0, and TOML integers are
+# (training/trainer.py process_seed, the window sampler) only integers >= 0, and TOML integers are
 # signed 64-bit: [0, 2**63 - 1] is what all of them take.
 SEED_MAX = 2**63 - 1
 

@@ -5,7 +5,7 @@ recomputing the decoder's activations, with torch's and with our own chunked cro
 FTP with a quarter of the positions; MTP with its sequential and its joint head backward;
 MTP-seq) runs in its own child process, so peak memory is its own and nothing is shared.
 Each runs `warmup` optimizer steps (compilation included), then times `steps` calls of
-the trainer's own step (train/step.py TrainStep, which Trainer.train_step calls: AdamW, gradient
+the trainer's own step (training/step.py TrainStep, which Trainer.train_step calls: AdamW, gradient
 clipping, the skip on a non-finite loss, bf16 autocast on CUDA, optional per-block torch.compile)
 on random tokens. MFU = achieved training FLOP/s (documented count, decoder and heads included) / the
 device's dense bf16 peak; on CPU no peak is known and MFU is left empty.
@@ -26,11 +26,11 @@ from ..config import ModelConfig, TrainConfig
 from ..devices import autocast_dtype
 from ..model import MODELS, training_flops_per_token
 from ..model.loss import resolve_implementation
-from ..train.distributed import DistInfo
-from ..train.objective import LossModule
-from ..train.optim import make_optimizer
-from ..train.parallelize import parallelize
-from ..train.step import TrainStep
+from ..training.distributed import DistInfo
+from ..training.objective import LossModule
+from ..training.optim import make_optimizer
+from ..training.parallelize import parallelize
+from ..training.step import TrainStep
 from .env import environment
 
 # Dense bf16 tensor-core peaks (FLOP/s), from the vendors' data sheets.

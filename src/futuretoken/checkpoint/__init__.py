@@ -28,6 +28,7 @@ from .layout import (
     META,
     PREFIX,
     REQUIRED_FILES,
+    RUN_RECORD,
     CheckpointError,
     checkpoint_name,
     checkpoint_step,
@@ -40,7 +41,7 @@ from .layout import (
     temporary_checkpoint_path,
 )
 from .load import TRAINER_STATE_FIX, dcp_load, load_full_model_state, load_model, load_trainer_state, run_tokenizer
-from .runs import read_metrics, run_data_dir
+from .runs import read_metrics, read_run_record, run_data_dir
 from .verify import (
     CheckedCheckpoint,
     StoredTensor,
@@ -57,10 +58,10 @@ from .verify import (
 )
 
 __all__ = [
-    "FORMAT_VERSION", "META", "PREFIX", "REQUIRED_FILES", "TRAINER_STATE_FIX", "CheckedCheckpoint", "CheckpointError",
+    "FORMAT_VERSION", "META", "RUN_RECORD", "PREFIX", "REQUIRED_FILES", "TRAINER_STATE_FIX", "CheckedCheckpoint", "CheckpointError",
     "StoredTensor", "check_dcp_storage", "check_resumable", "checked_config", "checkpoint_name", "checkpoint_step", "dcp_load",
     "finish_checkpoint", "latest_valid_checkpoint", "list_checkpoints", "load_full_model_state", "load_model",
-    "load_trainer_state", "output_dir", "read_checkpoint", "read_dcp_metadata", "read_meta", "read_metrics",
+    "load_trainer_state", "output_dir", "read_checkpoint", "read_dcp_metadata", "read_meta", "read_metrics", "read_run_record",
     "remove_checkpoint", "resolve_checkpoint", "run_data_dir", "run_tokenizer", "save_checkpoint", "stored_dtype",
     "stored_tensors", "temporary_checkpoint_dir", "temporary_checkpoint_path",
 ]

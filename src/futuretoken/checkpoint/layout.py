@@ -13,12 +13,13 @@ from typing import Any
 import torch
 from safetensors.torch import save as safetensors_bytes
 
-from ..files import PathError, atomic_write, fsync_dir, sha256_file, writable_dir
+from ..storage import PathError, atomic_write, fsync_dir, sha256_file, writable_dir
 from ..version import __version__
 
 FORMAT_VERSION = 2
 PREFIX = "step-"
 META = "meta.json"
+RUN_RECORD = "run.json"  # RUN/run.json: the run's full config and data identity (training/run_folder.py)
 REQUIRED_FILES = {"full": ("model.safetensors", "trainer.pt"), "sharded": ("trainer.pt", "dcp/.metadata")}
 
 
@@ -87,11 +88,11 @@ def output_dir(path: str | Path, what: str, run_folder_ok: bool = True) -> Path:
     resolved = Path(path).expanduser().resolve()
     for folder in (resolved, *resolved.parents):
         is_checkpoint = folder.name.startswith(PREFIX) and (folder / META).is_file()
-        is_checkpoints = folder.name == "checkpoints" and (folder.parent / "run.json").is_file()
+        is_checkpoints = folder.name == "checkpoints" and (folder.parent / RUN_RECORD).is_file()
         if is_checkpoint or is_checkpoints:
             raise PathError(f"{what} {path} is inside the checkpoint folder {folder}: a file written there would "
                             "make its checkpoints unverifiable. Fix: choose a folder outside RUN/checkpoints/")
-    if not run_folder_ok and (resolved / "run.json").is_file():
+    if not run_folder_ok and (resolved / RUN_RECORD).is_file():
         raise PathError(f"{what} {path} is a run folder (it holds run.json): writing there would replace the run's "
                         "own files (its tokenizer.json). Fix: choose another folder")
     return writable_dir(path, what)

@@ -16,8 +16,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as safetensors_load
 
 from ..data.tokenizer import TOKENIZER_FILE
-from ..files import sha256_file
 from ..model import MODELS, LanguageModel
+from ..storage import sha256_file
 from .layout import META, CheckpointError
 from .runs import _recorded_data_dir
 from .verify import RELIST, read_checkpoint, resolve_checkpoint

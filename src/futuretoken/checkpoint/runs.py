@@ -8,14 +8,19 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..files import read_json
-from .layout import CheckpointError
+from ..storage import read_json
+from .layout import RUN_RECORD, CheckpointError
+
+
+def read_run_record(run_dir: str | Path) -> dict[str, Any]:
+    """RUN/run.json: the config a run was trained with, its data identity and tokenizer."""
+    return read_json(Path(run_dir) / RUN_RECORD, CheckpointError, "Fix: give a run folder made by futuretoken train")
 
 
 def _recorded_data_dir(run_dir: Path) -> str | None:
     """data.dir from RUN/run.json, for messages (None when it cannot be read)."""
     try:
-        return str(json.loads((run_dir / "run.json").read_text())["data"]["dir"])
+        return str(json.loads((run_dir / RUN_RECORD).read_text())["data"]["dir"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -26,7 +31,7 @@ def run_data_dir(run_dir: str | Path) -> Path:
     from ..data import DataError
     from ..data.shards import data_identity, read_manifest
 
-    config = read_json(Path(run_dir) / "run.json", CheckpointError, "Fix: give a run folder made by futuretoken train")
+    config = read_run_record(run_dir)
     try:
         data_dir = Path(config["data"]["dir"])
     except (KeyError, TypeError):

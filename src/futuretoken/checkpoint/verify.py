@@ -17,8 +17,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..config import ConfigError, ModelConfig
-from ..files import read_json, sha256_file
 from ..model import MODELS
+from ..storage import read_json, sha256_file
 from .layout import FORMAT_VERSION, META, REQUIRED_FILES, CheckpointError, list_checkpoints
 
 

@@ -7,7 +7,7 @@
 
 from .corpora import iter_documents
 from .errors import DataError
-from .prepare import prepare
+from .preparation import prepare
 from .sampler import WindowSampler
 from .shards import TokenShards
 from .tokenizer import Tokenizer, load_tokenizer

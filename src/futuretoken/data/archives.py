@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import sha256_file
+from ..storage import sha256_file
 from .errors import DataError
 
 CLIENTS = ("pip", "npm")

@@ -25,7 +25,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ..files import not_a_file
+from ..storage import not_a_file
 from .archives import SHAKESPEARE, SOTU, fetch
 from .brown import pretraining_documents as brown_documents
 from .errors import DataError

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import open_temp, read_json, sha256_file
+from ..storage import open_temp, read_json, sha256_file
 from .errors import DataError
 from .tokenizer import TOKENIZER_FILE
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..files import atomic_write, read_json
+from ..storage import atomic_write, read_json
 from .archives import MLX_WHISPER, fetch
 from .errors import DataError
 
@@ -197,7 +197,7 @@ def train_bpe(documents: Iterable[str], vocab_size: int, length: int | None = No
 
 
 # Files beside a tokenizer.json that pin its sha256: a prepared corpus's manifest, a run's record.
-PINNED_BY = ("manifest.json", "run.json")
+PINNED_BY = ("manifest.json", "run.json")  # a data folder's manifest, a run's record (checkpoint.RUN_RECORD)
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:

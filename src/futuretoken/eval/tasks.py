@@ -21,8 +21,8 @@ from pathlib import Path
 
 from ..checkpoint import checkpoint_step, list_checkpoints, load_model
 from ..config import RunConfig
-from ..files import atomic_write
 from ..model import training_flops_per_token
+from ..storage import atomic_write
 
 
 @dataclass

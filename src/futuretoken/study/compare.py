@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..checkpoint import checkpoint_name, list_checkpoints, output_dir, read_metrics, run_data_dir
+from ..checkpoint import checkpoint_name, list_checkpoints, output_dir, read_metrics, read_run_record, run_data_dir
 from ..config import ModelConfig
 from ..devices import resolve_device
 from ..eval import claims as C
@@ -31,10 +31,6 @@ from ..model import training_flops_per_token
 from .jobs import Cache, Job, JobRunner
 
 Runs = Mapping[str, Mapping[int, Path]]  # arm -> seed -> run folder
-
-
-def _run_info(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / "run.json").read_text())
 
 
 def _floor_shape(info: dict) -> str:
@@ -150,7 +146,7 @@ def open_comparison(runs: Runs, baseline: str, out_dir: Path, settings: SuiteSet
                     device, workers: int) -> Comparison:
     """Check the runs and build what every model is measured on."""
     seeds = check_runs(runs, baseline)
-    infos = {arm: _run_info(by_seed[seeds[0]]) for arm, by_seed in runs.items()}
+    infos = {arm: read_run_record(by_seed[seeds[0]]) for arm, by_seed in runs.items()}
     # E2's future bags span the longest horizon among the arms (4 when every arm is a GPT).
     horizon = max([i["model"]["horizon"] for i in infos.values() if i["model_type"] != "gpt"], default=4)
     data_args = (run_data_dir(runs[baseline][seeds[0]]), infos[baseline]["model"]["block_size"], horizon)

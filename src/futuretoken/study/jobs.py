@@ -16,7 +16,7 @@ from pathlib import Path
 from ..checkpoint import checkpoint_step, list_checkpoints, load_model
 from ..eval.state_use import state_ablation
 from ..eval.suite import EvalData, SuiteSettings, measure, measure_floor, selection_loss
-from ..files import atomic_write
+from ..storage import atomic_write
 
 
 class Cache:

@@ -27,7 +27,7 @@ from ..config import ConfigError, RunConfig, build, read_toml
 from ..eval.claims import GateSettings
 from ..eval.suite import SuiteSettings
 from ..eval.tasks import TaskSettings
-from ..train import ensure_data, train_all
+from ..training import ensure_data, train_all
 from .compare import compare_runs
 from .tasks import run_tasks
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config import RunConfig
 from ..eval import registry
 from ..eval.tasks import TaskSettings, score_arms
-from ..train import train_all
+from ..training import train_all
 
 ConfigsFor = Callable[[Path, Path, dict, dict], dict[str, dict[int, RunConfig]]]
 

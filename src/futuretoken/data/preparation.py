@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..files import atomic_write, file_lock, fsync_dir, remove_temporaries, writable_dir
+from ..storage import atomic_write, file_lock, fsync_dir, remove_temporaries, writable_dir
 from .corpora import iter_documents
 from .errors import DataError
 from .shards import MANIFEST, SPLITS, ShardWriter, read_manifest, token_dtype

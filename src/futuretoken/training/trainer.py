@@ -34,11 +34,11 @@ from ..checkpoint import (
 )
 from ..config import ConfigError, DataConfig, RunConfig
 from ..data import TokenShards, WindowSampler, prepare
-from ..data.prepare import check_prepared_as
+from ..data.preparation import check_prepared_as
 from ..data.shards import MANIFEST, data_identity
 from ..devices import autocast_dtype, make_deterministic, param_dtype
-from ..files import LockHeld
 from ..model import MODELS, training_flops_per_token
+from ..storage import LockHeld
 from . import distributed
 from .objective import LossModule, evaluate, summarise
 from .optim import learning_rate, make_optimizer
@@ -278,7 +278,7 @@ class Trainer:
         return tokens
 
     def train_step(self) -> torch.Tensor:
-        """One optimizer step (train/step.py); returns its statistics row, still on the device."""
+        """One optimizer step (training/step.py); returns its statistics row, still on the device."""
         return self.stepper(self.step, self._batch, self._stop_signal is not None)
 
     def _read_back(self) -> list[list[float]]:

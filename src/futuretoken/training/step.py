@@ -27,7 +27,7 @@ class TrainStep:
     LossModule's stats summed over the global batch, then [skipped, stop requested] (summed over
     processes). `batch(micro)` gives micro-batch `micro` of the step, (b, T + horizon) tokens."""
 
-    loss_module: nn.Module  # LossModule, maybe wrapped by DDP/FSDP (train/parallelize.py)
+    loss_module: nn.Module  # LossModule, maybe wrapped by DDP/FSDP (training/parallelize.py)
     optimizer: torch.optim.Optimizer
     cfg: TrainConfig
     horizon: int

@@ -9,11 +9,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import output_dir, read_metrics
+from ..checkpoint import RUN_RECORD, output_dir, read_metrics
 from ..config import RunConfig
 from ..data.shards import MANIFEST
 from ..data.tokenizer import TOKENIZER_FILE
-from ..files import atomic_write, file_lock, remove_temporaries, sha256_file
+from ..storage import atomic_write, file_lock, remove_temporaries, sha256_file
 
 LOCK = ".train.lock"  # held by the training that writes the run folder
 METRICS = "metrics.jsonl"
@@ -46,7 +46,7 @@ class RunFolder:
                               val_fraction=manifest["val_fraction"])
         record.update(model_type=cfg.train.model, data_sha256=data_sha256,
                       manifest_sha256=sha256_file(data_dir / MANIFEST), tokenizer_sha256=manifest["tokenizer_sha256"])
-        atomic_write(self.path / "run.json", json.dumps(record, indent=2))
+        atomic_write(self.path / RUN_RECORD, json.dumps(record, indent=2))
         atomic_write(self.path / TOKENIZER_FILE, (data_dir / TOKENIZER_FILE).read_bytes())
         (self.path / METRICS).write_text("")
 
