@@ -61,6 +61,30 @@ class GenerationResult:
         return [row[mask.bool()].tolist() for row, mask in zip(self.tokens, self.attention_mask)]
 
 
+def _draft_length(model, strategy: str, draft_len: int | None) -> int:
+    """Tokens per draft (the model's horizon by default); ValueError when the model cannot run `strategy`."""
+    model_type = getattr(model, "model_type", "")
+    if model_type not in MODELS:
+        raise ValueError(f"generate needs a futuretoken model ({', '.join(MODELS)}), got {type(model).__name__}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r} is unknown; choose one of {', '.join(STRATEGIES)}")
+    if strategy in DRAFTING and model_type not in DRAFTERS:
+        raise ValueError(
+            f"strategy={strategy!r} needs a model that drafts several tokens (FTP, MTP or MTP-seq); "
+            f"this is a {model_type.upper()} model: use strategy='ar'"
+        )
+    if draft_len is None:
+        return model.horizon
+    if strategy == "ar":
+        raise ValueError("draft_len only applies to strategy='rollout' or 'speculative'; leave it None for 'ar'")
+    if isinstance(draft_len, bool) or not isinstance(draft_len, int) or not 1 <= draft_len <= model.horizon:
+        raise ValueError(
+            f"draft_len={draft_len!r} is invalid: the model predicts at most horizon={model.horizon} "
+            f"tokens, give an integer in 1..{model.horizon} (or None for {model.horizon})"
+        )
+    return draft_len
+
+
 def generate(
     model,
     prompt_ids: Tensor | Sequence[int] | Sequence[Sequence[int]],
@@ -87,25 +111,7 @@ def generate(
     Stops after max_new_tokens or when the sequence reaches block_size tokens.
     """
     sampling = sampling if sampling is not None else SamplingConfig()
-    model_type = getattr(model, "model_type", "")
-    if model_type not in MODELS:
-        raise ValueError(f"generate needs a futuretoken model ({', '.join(MODELS)}), got {type(model).__name__}")
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy={strategy!r} is unknown; choose one of {', '.join(STRATEGIES)}")
-    if strategy in DRAFTING and model_type not in DRAFTERS:
-        raise ValueError(
-            f"strategy={strategy!r} needs a model that drafts several tokens (FTP, MTP or MTP-seq); "
-            f"this is a {model_type.upper()} model: use strategy='ar'"
-        )
-    if draft_len is not None:
-        if strategy == "ar":
-            raise ValueError("draft_len only applies to strategy='rollout' or 'speculative'; leave it None for 'ar'")
-        if isinstance(draft_len, bool) or not isinstance(draft_len, int) or not 1 <= draft_len <= model.horizon:
-            raise ValueError(
-                f"draft_len={draft_len!r} is invalid: the model predicts at most horizon={model.horizon} "
-                f"tokens, give an integer in 1..{model.horizon} (or None for {model.horizon})"
-            )
-    k_max = draft_len if draft_len is not None else model.horizon
+    k_max = _draft_length(model, strategy, draft_len)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens!r} is invalid: give an integer >= 0")
 
@@ -140,17 +146,20 @@ def generate(
                 torch.cuda.synchronize(device)  # honest wall time
     finally:
         model.train(was_training)
+    full_mask = None if mask is None else torch.cat([mask, torch.ones_like(run.out[:, :n])], 1).long()
+    return GenerationResult(tokens=tokens, stats=_stats(run, B, n), attention_mask=full_mask)
+
+
+def _stats(run: Decoding, batch: int, n: int) -> GenerationStats:
     seconds = time.perf_counter() - run.start
-    stats = GenerationStats(
+    return GenerationStats(
         new_tokens=n,
         seconds=seconds,
-        tokens_per_s=B * n / seconds if seconds > 0 else float("inf"),
+        tokens_per_s=batch * n / seconds if seconds > 0 else float("inf"),
         encoder_passes=run.passes,
         tokens_per_encoder_pass=n / run.passes if run.passes else 0.0,
         acceptance_rate=run.accepted / run.verified if run.verified else None,
     )
-    full_mask = None if mask is None else torch.cat([mask, torch.ones_like(run.out[:, :n])], 1).long()
-    return GenerationResult(tokens=tokens, stats=stats, attention_mask=full_mask)
 
 
 __all__ = ["GenerationResult", "GenerationStats", "STRATEGIES", "batches_by_length", "batches_by_similar_length",
