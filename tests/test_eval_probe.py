@@ -257,3 +257,15 @@ def test_measure_classification_and_the_shared_bag_of_words(tiny_models, monkeyp
     assert ftp["toy"]["bag_of_words"] == gpt["toy"]["bag_of_words"] and len(calls) == 1  # same text seen: once
 
 
+
+
+def test_the_C_grid_grows_until_no_fold_picks_an_edge():
+    # A clean margin with many noise features: the inner CV keeps preferring less regularisation than
+    # the default grid's top (C = 100) offers until the separating direction dominates.
+    rng = np.random.default_rng(3)
+    labels = np.array([0] * 100 + [1] * 100)
+    x = rng.normal(size=(200, 30))
+    x[:, 0] = np.where(labels == 1, 1.0, -1.0) * 0.05 + 0.001 * rng.normal(size=200)
+    small_grid = classification.probe_accuracy(x, labels, seed=0, Cs=(1e-4, 1e-3))
+    assert max(small_grid["chosen_C"]) > 1e-3  # beyond the grid it was given: the grid grew upwards
+    assert not any(small_grid["C_at_edge"]) and small_grid["accuracy"] >= 0.95

@@ -158,3 +158,20 @@ def test_suite_tables_name_their_experiment_and_old_keys_say_where_they_moved():
         SuiteSettings.from_dict({"future_bag": {"windos": 8}})
     with pytest.raises(ConfigError, match=r"unknown key 'smoothnes' in \[suite\]"):
         SuiteSettings.from_dict({"smoothnes": {"min_windows": 8}})
+
+
+def test_margins_are_fixed_in_the_experiment_file_with_their_reasons():
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent / "configs" / "experiments"
+    for name in ("cpu.toml", "gpu.toml", "cpu-decoder-start.toml"):
+        margins = Study.load(root / name).margins
+        assert set(margins) == {"smoothness", "coherence", "topic_in_domain", "topic_bbc", "sentiment", "future_bag"}
+        assert all(m.value > 0 and len(m.reason) > 20 for m in margins.values())
+    base = {"model": {"preset": "tiny"}, "data": {"dir": "x"}}
+    with pytest.raises(ConfigError, match="\\[margins\\] names 'smoothnes', which no experiment claims"):
+        Study.from_dict({**base, "margins": {"smoothnes": {"value": 0.1, "reason": "because"}}})
+    with pytest.raises(ConfigError, match="margins.smoothness.reason is empty"):
+        Study.from_dict({**base, "margins": {"smoothness": {"value": 0.1, "reason": " "}}})
+    with pytest.raises(ConfigError, match="margins.smoothness.value = 0: give a number > 0"):
+        Study.from_dict({**base, "margins": {"smoothness": {"value": 0, "reason": "because"}}})

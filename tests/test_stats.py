@@ -85,13 +85,13 @@ def test_gates_pass_and_fail_for_the_stated_reasons():
     assert not mismatched["matched"]["passed"]
 
 
-def rows_for(ftp_excess, gpt_excess, state_use=0.3, brown=(0.7, 0.6)):
+def rows_for(ftp_excess, gpt_excess, state_use=0.3, brown=(0.7, 0.6), **claim_rows_args):
     settings = C.GateSettings()
     pairs = {"ftp": []}
     for fe, ge in zip(ftp_excess, gpt_excess):
         f, g = measurement(3.8, fe, state_use=state_use, brown=brown[0]), measurement(3.8, ge, brown=brown[1])
         pairs["ftp"].append({"arm": f, "baseline": g, "gates": C.pair_gates(f, g, NGRAM, settings)})
-    rows = C.claim_rows(pairs)
+    rows = C.claim_rows(pairs, **claim_rows_args)
     C.finish_verdicts(rows)
     return {r["claim"]: r for r in rows}
 
@@ -121,5 +121,52 @@ def test_holm_covers_every_primary_row():
     rows = list(rows_for([0.30, 0.32, 0.31], [0.10, 0.12, 0.09]).values())
     primary = [r for r in rows if r["primary"] and r["valid"]]
     assert len(primary) >= 2
-    assert all(r["p_holm"] >= r["test"]["p"] for r in primary)
-    assert np.isclose(min(r["p_holm"] for r in primary), len(primary) * min(r["test"]["p"] for r in primary))
+    assert all(r["p_holm"] >= C.row_p(r) for r in primary)
+    assert np.isclose(min(r["p_holm"] for r in primary), len(primary) * min(C.row_p(r) for r in primary))
+
+
+@pytest.mark.parametrize("diffs", [[0.3, -0.1, 0.2], [0.1, 0.2, 0.15, 0.3, -0.05], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
+                                   [0.0, 0.0, 0.0], [0.5, -0.5, 0.2, 0.1]])
+def test_sign_flip_is_scipys_exact_permutation_test(diffs):
+    ours = stats.sign_flip(diffs)
+    ref = sps.permutation_test((np.asarray(diffs),), np.mean, permutation_type="samples", n_resamples=np.inf,
+                               alternative="two-sided")
+    assert ours["p"] == pytest.approx(ref.pvalue) and ours["min_p"] == 2 / 2 ** len(diffs)
+
+
+def test_no_p_of_zero_when_the_differences_have_no_spread():
+    t = stats.paired_t([0.7, 0.7, 0.7], [0.6, 0.6, 0.6])
+    assert math.isnan(t["p"]) and t["diff"] == pytest.approx(0.1)  # undefined, never 0
+    rows = rows_for([0.30, 0.32, 0.31], [0.10, 0.12, 0.09])  # brown 0.7 vs 0.6 on every seed
+    row = rows["topic_in_domain"]
+    assert C.row_p(row) == row["exact"]["p"] == 0.25  # 3 seeds: the exact test's smallest p
+    assert row["verdict"] != "reproduced"  # 0.25 is no evidence at 3 seeds
+
+
+def test_a_significant_difference_inside_the_margin_is_not_reproduced():
+    # p < 0.05 but the CI reaches inside the minimal effect: neither reproduced nor refuted.
+    assert stats.verdict(0.03, 0.01, 0.9, True, ci95=(0.01, 0.05), margin=0.02) == "inconclusive"
+    assert stats.verdict(0.05, 0.01, 0.9, True, ci95=(0.03, 0.07), margin=0.02) == "reproduced"
+    assert stats.verdict(-0.05, 0.01, 0.9, True, ci95=(-0.07, -0.03), margin=0.02) == "not reproduced"
+    small = rows_for([0.12, 0.125, 0.122], [0.10, 0.104, 0.101])  # +0.02 on every seed, tight
+    assert small["smoothness"]["test"]["p"] < 0.05 and small["smoothness"]["verdict"] != "reproduced"
+
+
+def test_margins_of_the_experiment_file_replace_the_defaults_and_are_recorded():
+    margins = {"smoothness": C.Margin(0.5, "half the floor-to-ceiling range")}
+    rows = rows_for([0.30, 0.32, 0.31], [0.10, 0.12, 0.09], margins=margins)
+    assert rows["smoothness"]["margin"] == 0.5 and rows["smoothness"]["margin_reason"] == "half the floor-to-ceiling range"
+    assert rows["smoothness"]["verdict"] == "equivalent"  # +0.2 lies well inside ±0.5
+    assert rows["future_bag"]["margin_reason"].startswith("library default")
+
+
+def test_a_model_on_its_floor_makes_the_claim_invalid():
+    floor = {"E3": {"summary": {"excess": {"mean": 0.30}}}}  # random init about as smooth as the trained arm
+    rows = rows_for([0.30, 0.32, 0.31], [0.10, 0.12, 0.09], floors={"ftp": [floor], "baseline": [floor]})
+    why = rows["smoothness"]["why_invalid"]
+    assert rows["smoothness"]["verdict"] == "invalid at this scale"
+    assert any("the arm's smoothness 0.31 does not clear its floor (random init) 0.3 by the margin 0.02" in w for w in why), why
+    assert rows["future_bag"]["valid"]  # no E2 floor given: nothing to gate on
+    low = {"E3": {"summary": {"excess": {"mean": -0.5}}}}
+    assert rows_for([0.30, 0.32, 0.31], [0.10, 0.12, 0.09], floors={"ftp": [low], "baseline": [low]})[
+        "smoothness"]["verdict"] == "reproduced"

@@ -20,6 +20,7 @@ Verdicts: eval/stats.py (paired t over seeds, Holm over the primary claims, TOST
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -76,18 +77,61 @@ def measured(claim: Claim, result: Result) -> bool:
 def verdict_row(claim: str, label: str, arm: str, primary: bool, arm_values: Sequence[float],
                 baseline_values: Sequence[float], margin: float, why_invalid: list[str], items: list | None,
                 higher_is_better: bool = True) -> dict:
-    """One (claim, arm) row: the paired test over seeds and the TOST p; `finish_verdicts` adds the verdict."""
+    """One (claim, arm) row: the paired t-test over seeds, the exact sign-flip test beside it and the
+    TOST p; `finish_verdicts` adds the verdict."""
     test = stats.paired_t(arm_values, baseline_values, higher_is_better)
     return {"claim": claim, "label": label, "arm": arm, "primary": primary, "arm_values": list(arm_values),
-            "baseline_values": list(baseline_values), "test": test, "margin": margin,
-            "p_tost": stats.tost(test["diffs"], margin), "valid": not why_invalid, "why_invalid": why_invalid,
-            "items": items}
+            "baseline_values": list(baseline_values), "test": test, "exact": stats.sign_flip(test["diffs"]),
+            "margin": margin, "p_tost": stats.tost(test["diffs"], margin), "valid": not why_invalid,
+            "why_invalid": why_invalid, "items": items}
 
 
-def claim_rows(pairs: Mapping[str, Sequence[dict]], experiments: Sequence[Experiment] | None = None) -> list[dict]:
+def row_p(row: dict) -> float:
+    """The p a row is judged by: the t-test's, or the exact test's where the t-test is undefined (no spread)."""
+    p = row["test"]["p"]
+    return row["exact"]["p"] if math.isnan(p) and "exact" in row else p
+
+
+@dataclass(frozen=True)
+class Margin:
+    """A claim's minimal effect and equivalence margin, in its metric's units, fixed before the run."""
+
+    value: float
+    reason: str
+
+
+def margin_of(claim: Claim, margins: Mapping[str, Margin] | None) -> Margin:
+    """The experiment file's margin for `claim`, else the library's default (declared with the claim)."""
+    if margins and claim.key in margins:
+        return margins[claim.key]
+    return Margin(claim.margin, "library default (declared with the claim)")
+
+
+def floor_problem(claim: Claim, who: str, values: Sequence[float], floors: Sequence[Result], margin: float,
+                  what: str) -> str | None:
+    """Why a model does not clear the instrument's floor by the margin (None: it does, or no floor is known).
+    `values`: the model's number per seed; `floors`: the experiment's results on the floor references."""
+    levels = [claim.metric(f) for f in floors if measured(claim, f)]
+    if not levels:
+        return None
+    floor, mean = float(np.mean(levels)), float(np.mean(values))
+    cleared = mean - floor >= margin if claim.higher_is_better else floor - mean >= margin
+    if cleared:
+        return None
+    return (f"{who}'s {claim.key} {mean:.4g} does not clear its floor ({what}) {floor:.4g} by the margin {margin:g}")
+
+
+def claim_rows(pairs: Mapping[str, Sequence[dict]], experiments: Sequence[Experiment] | None = None,
+               margins: Mapping[str, Margin] | None = None, floors: Mapping[str, Sequence[dict]] | None = None,
+               references: Mapping[str, Result] | None = None, baseline: str = "baseline") -> list[dict]:
     """Rows for every (claim, arm) of the experiments measured on every pair. `pairs[arm]` lists, per
-    seed, {"arm": measurement, "baseline": measurement, "gates": pair_gates(...)}."""
+    seed, {"arm": measurement, "baseline": measurement, "gates": pair_gates(...)}.
+
+    Floor gate: a claim is invalid unless both models clear the instrument's floor by the margin:
+    `floors[arm]` (and `floors[baseline]`) are random-init measurements of that model's shape,
+    `references[experiment key]` a model-free floor (E4: another document's continuation)."""
     rows = []
+    floors, references = floors or {}, references or {}
     for arm, seeds in pairs.items():
         failed = sorted({name for s in seeds for name, v in s["gates"].items() if not v["passed"]})
         for experiment in registry.EXPERIMENTS if experiments is None else experiments:
@@ -98,12 +142,23 @@ def claim_rows(pairs: Mapping[str, Sequence[dict]], experiments: Sequence[Experi
             for claim in experiment.claims:
                 if not all(measured(claim, r) for r in (*a, *b)):
                     continue  # e.g. E5 without the labelled set this claim reads
+                margin = margin_of(claim, margins)
+                va, vb = [claim.metric(r) for r in a], [claim.metric(r) for r in b]
                 why = [f"gate '{name}' failed" for name in failed]
                 if claim.condition is not None:
                     why += sorted({r for r in map(claim.condition, a, b) if r})
-                rows.append(verdict_row(claim.key, claim.label, arm, claim.primary, [claim.metric(r) for r in a],
-                                        [claim.metric(r) for r in b], claim.margin, why, item_tests(claim, a, b),
-                                        claim.higher_is_better))
+                for who, name, values in (("the arm", arm, va), ("the baseline", baseline, vb)):
+                    if experiment.key in references:
+                        floor_refs, what = [references[experiment.key]], "reference"
+                    else:
+                        floor_refs = [f[experiment.key] for f in floors.get(name, ()) if experiment.key in f]
+                        what = "random init"
+                    problem = floor_problem(claim, who, values, floor_refs, margin.value, what)
+                    if problem:
+                        why.append(problem)
+                row = verdict_row(claim.key, claim.label, arm, claim.primary, va, vb, margin.value, why,
+                                  item_tests(claim, a, b), claim.higher_is_better)
+                rows.append({**row, "margin_reason": margin.reason})
     return rows
 
 
@@ -135,8 +190,9 @@ def task_rows(tasks: Mapping[str, dict], baseline: str, settings: GateSettings, 
 def finish_verdicts(rows: list[dict], alpha: float = stats.ALPHA) -> None:
     """Holm over the valid primary rows of the whole comparison (every claim, arm and task), then
     each row's verdict; rows are updated in place."""
-    family = {i: r["test"]["p"] for i, r in enumerate(rows) if r["primary"] and r["valid"]}
+    family = {i: row_p(r) for i, r in enumerate(rows) if r["primary"] and r["valid"]}
     adjusted = stats.holm(family)
     for i, r in enumerate(rows):
-        r["p_holm"] = adjusted.get(i, r["test"]["p"]) if r["primary"] else r["test"]["p"]
-        r["verdict"] = stats.verdict(r["test"]["diff"], r["p_holm"], r["p_tost"], r["valid"], alpha)
+        r["p_holm"] = adjusted.get(i, row_p(r)) if r["primary"] else row_p(r)
+        r["verdict"] = stats.verdict(r["test"]["diff"], r["p_holm"], r["p_tost"], r["valid"], alpha,
+                                     r["test"]["ci95"], r["margin"])

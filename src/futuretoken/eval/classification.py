@@ -29,7 +29,8 @@ Protocol:
   per text, in the order of load_labelled: whether its out-of-fold prediction was right; two
   models probed on the same set can be compared text by text with the exact McNemar test,
   eval/stats.py `mcnemar_exact`), "folds" (accuracy per outer fold), "chosen_C" (per outer
-  fold), and "above_chance": a one-sided exact binomial test of the correct count against the
+  fold; a choice on an edge of the grid that beats its neighbour grows the grid by two decades
+  on that side, up to 4 times, "C_at_edge" says where it still sits on one), and "above_chance": a one-sided exact binomial test of the correct count against the
   majority-class rate ("chance") at alpha 0.05, "passed" when p < alpha. (Out-of-fold
   predictions come from five fitted probes, not one, so the test treats them as independent
   trials: an approximation.)
@@ -139,7 +140,7 @@ def nested_cv(make_features, X, labels: Sequence[int], groups: Sequence | None =
                          f"{None if g is None else len(g)}")
     counts = _check_classes(y, g, folds, inner_folds)
     correct = np.zeros(len(y), dtype=bool)
-    fold_accuracy, chosen = [], []
+    fold_accuracy, chosen, edges = [], [], []
     # These fits are small: BLAS / OpenMP threads cost more in synchronisation than they save
     # (lbfgs ran 10x slower with two threads on a busy 2-core machine), so they run on one.
     with threadpool_limits(1):
@@ -148,13 +149,44 @@ def nested_cv(make_features, X, labels: Sequence[int], groups: Sequence | None =
             X_train, X_test = features.fit_transform(X[train]), features.transform(X[test])
             inner = list(_splitter(inner_folds, g is not None, seed).split(X_train, y[train],
                                                                             None if g is None else g[train]))
-            probe = _logistic_cv(Cs, inner, max_iter).fit(X_train, y[train])
+            probe, grid = _fit_off_the_edges(Cs, inner, max_iter, X_train, y[train])
             correct[test] = probe.predict(X_test) == y[test]
             fold_accuracy.append(float(correct[test].mean()))
             chosen.append(float(np.ravel(probe.C_)[0]))
+            edges.append(chosen[-1] in (grid[0], grid[-1]))
     chance = float(counts.max() / counts.sum())
-    return {"accuracy": float(correct.mean()), "folds": fold_accuracy, "chosen_C": chosen,
+    return {"accuracy": float(correct.mean()), "folds": fold_accuracy, "chosen_C": chosen, "C_at_edge": edges,
             "correct": correct.tolist(), "chance": chance, "above_chance": above_chance(correct, chance)}
+
+
+GRID_GROWTH = 4  # times the C grid may grow by two decades on the side its choice sits on
+
+
+def _fit_off_the_edges(Cs: Sequence[float], inner: list, max_iter: int, X, y):
+    """The inner-CV probe, its C grid grown by two decades on a side whenever the choice sits on that
+    edge and scores strictly better than its neighbour (the best C may lie beyond the grid; a tie
+    is a plateau, where C no longer matters). Returns (probe, final grid)."""
+    grid = sorted(float(c) for c in Cs)
+    for _ in range(GRID_GROWTH):
+        probe = _logistic_cv(grid, inner, max_iter).fit(X, y)
+        scores = _inner_scores(probe, len(grid))
+        c = float(np.ravel(probe.C_)[0])
+        if c == grid[-1] and scores[-1] > scores[-2]:
+            grid = grid + [grid[-1] * 10, grid[-1] * 100]
+        elif c == grid[0] and scores[0] > scores[1]:
+            grid = [grid[0] / 100, grid[0] / 10] + grid
+        else:
+            return probe, grid
+    return _logistic_cv(grid, inner, max_iter).fit(X, y), grid
+
+
+def _inner_scores(probe, n_cs: int) -> np.ndarray:
+    """(n_cs,) mean inner-fold accuracy of each C (scikit-learn keeps scores_ as a dict per class, or,
+    from 1.9 without legacy attributes, as an array)."""
+    scores = probe.scores_
+    if isinstance(scores, dict):
+        scores = next(iter(scores.values()))
+    return np.asarray(scores, dtype=float).reshape(-1, n_cs).mean(0)
 
 
 def probe_accuracy(features: np.ndarray, labels: Sequence[int], groups: Sequence | None = None,

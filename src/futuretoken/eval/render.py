@@ -149,10 +149,31 @@ def claims_table(rows: list[dict], baseline: str) -> str:
                 continue
             t = r["test"]
             cells.append(f"{_mean_se(r['arm_values'])}<br>Δ {_fmt(t['diff'])} [{_fmt(t['ci95'][0])}, {_fmt(t['ci95'][1])}]"
-                         f"<br>p {_p(t['p'])}, Holm {_p(r['p_holm'])}, TOST {_p(r['p_tost'])} (±{r['margin']:g})"
+                         f"<br>{_p_values(r)}, TOST {_p(r['p_tost'])} (±{r['margin']:g})"
                          f"<br>**{r['verdict']}**" + (f": {'; '.join(r['why_invalid'])}" if r["why_invalid"] else ""))
         body.append([label, base_cell, *cells])
     return markdown_table(["claim", f"{baseline} (mean ± SE)", *arms], body)
+
+
+def _p_values(row: dict) -> str:
+    """The row's p-values as its results hold them: older results have no exact test."""
+    t = row["test"]
+    if "exact" not in row:
+        return f"p {_p(t['p'])}, Holm {_p(row['p_holm'])}"
+    exact = f"exact {_p(row['exact']['p'])}"
+    if row["primary"]:
+        return f"p {_p(t['p'])} (t), {exact}, Holm {_p(row['p_holm'])}"
+    return f"raw p {_p(t['p'])} (t), {exact}"
+
+
+def margins_table(results: dict) -> list[str]:
+    """Each claim's margin and why it has that size (results from before margins were recorded: nothing)."""
+    margins = results.get("margins")
+    if not margins:
+        return []
+    return ["Margins (the minimal effect a verdict needs, and the equivalence bound), fixed before the run:", "",
+            markdown_table(["claim", "margin", "why"], [[k, f"{m['value']:g}", m["reason"]] for k, m in margins.items()]),
+            ""]
 
 
 def item_table(rows: list[dict]) -> str:
@@ -198,6 +219,7 @@ def render_report(results: dict) -> str:
         f"`{base}` checkpoints [95% CI], the paired t-test's p, Holm's adjusted p and the TOST equivalence p "
         "(margin), and the verdict.", "",
         claims_table(results["rows"], base), "",
+        *margins_table(results),
         "Secondary, item-level exact tests (McNemar for pass/fail items, sign test for scores):", "",
         item_table(results["rows"]), "",
         "## Controls", "",

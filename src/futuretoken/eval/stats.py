@@ -1,15 +1,19 @@
 """Statistics behind every verdict. The unit of replication is the training seed.
 
-For a claim "FTP beats GPT on metric m", seed i gives one paired difference
-d_i = m(FTP_i) - m(GPT_i) (negated when lower is better), the two models sharing the init
+For a claim "the arm beats the baseline on metric m", seed i gives one paired difference
+d_i = m(arm_i) - m(baseline_i) (negated when lower is better), the two models sharing the init
 seed, the data order and the evaluation items. Over the seeds:
 - paired t-test of mean(d) = 0 (two-sided) and its 95% confidence interval;
+- beside it, the exact sign-flip test (all 2^n sign assignments of the d_i): distribution-free,
+  its smallest possible p is 2 / 2^n (0.25 with 3 seeds, 0.0625 with 5), and it is the test when
+  the d_i have no spread (the t-test is undefined there: no p of 0 is ever reported);
 - Holm's step-down correction over the primary claims (family-wise error 5%);
-- TOST (two one-sided t-tests) against the claim's equivalence margin, so that "no
-  difference" can be concluded when it holds, instead of hiding in "inconclusive";
+- TOST (two one-sided t-tests) against the claim's margin, so that "no difference" can be
+  concluded when it holds, instead of hiding in "inconclusive";
 - verdicts: *invalid at this scale* when a validity gate failed; *reproduced* / *not
-  reproduced* when the Holm-adjusted p < alpha in FTP's / GPT's favour; *equivalent* when
-  TOST p < alpha; *inconclusive* otherwise.
+  reproduced* when the Holm-adjusted p < alpha in the arm's / the baseline's favour AND the 95%
+  CI clears the margin (the minimal effect) on that side; *equivalent* when TOST p < alpha;
+  *inconclusive* otherwise (including a significant difference smaller than the margin).
 Item-level exact tests (prompts, texts, problems) are secondary: McNemar's exact test for
 paired binary outcomes, the exact sign test for paired scores.
 """
@@ -40,14 +44,35 @@ def paired_t(ftp: Sequence[float], gpt: Sequence[float], higher_is_better: bool 
                 "p": math.nan, "ci95": [math.nan, math.nan], "diffs": d.tolist()}
     sd = float(d.std(ddof=1))
     se = sd / math.sqrt(n)
-    if se == 0.0:  # identical differences: the sign decides, with no spread to weigh it
-        t, p = (math.copysign(math.inf, mean), 0.0) if mean != 0 else (0.0, 1.0)
+    if se == 0.0:  # identical differences: no spread to weigh them, the t-test is undefined (see sign_flip)
+        t, p = (math.nan, math.nan) if mean != 0 else (0.0, 1.0)
     else:
         t = mean / se
         p = float(2 * sps.t.sf(abs(t), n - 1))
     half = float(sps.t.ppf(0.975, n - 1) * se)
     return {"n": n, "diff": mean, "sd": sd, "se": se, "t": float(t), "df": n - 1, "p": p,
             "ci95": [mean - half, mean + half], "diffs": d.tolist()}
+
+
+MAX_EXACT_SEEDS = 20  # 2^20 sign assignments: enumerated in well under a second
+
+
+def sign_flip(diffs: Sequence[float]) -> dict:
+    """Exact two-sided sign-flip test of mean(d) = 0: under H0 (differences symmetric about 0) each
+    of the 2^n sign assignments is equally likely; p is the share whose |mean| reaches the observed
+    one (the observed assignment included, so p >= 2 / 2^n: never 0)."""
+    d = np.asarray(diffs, dtype=float)
+    n = len(d)
+    if n == 0:
+        return {"p": math.nan, "n": 0, "min_p": math.nan}
+    if n > MAX_EXACT_SEEDS:
+        raise ValueError(f"{n} paired differences: the exact test enumerates 2^n sign assignments; "
+                         f"use at most {MAX_EXACT_SEEDS} seeds per claim")
+    signs = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1) * 2 - 1  # (2^n, n) every assignment of +-1
+    means = np.abs(signs @ d) / n  # (2^n,)
+    observed = abs(float(d.mean()))
+    p = float(np.mean(means >= observed * (1 - 1e-12)))  # ties within rounding count as reaching it
+    return {"p": p, "n": n, "min_p": 2.0 / 2**n}
 
 
 def tost(diffs: Sequence[float], margin: float) -> float:
@@ -74,12 +99,18 @@ def holm(p_values: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-def verdict(diff: float, p_adjusted: float, p_tost: float, valid: bool, alpha: float = ALPHA) -> str:
-    """One claim's verdict from its (Holm-adjusted) test, its equivalence test and its gates."""
+def verdict(diff: float, p_adjusted: float, p_tost: float, valid: bool, alpha: float = ALPHA,
+            ci95: Sequence[float] | None = None, margin: float = 0.0) -> str:
+    """One claim's verdict from its (Holm-adjusted) test, its CI against the minimal effect `margin`,
+    its equivalence test and its gates."""
     if not valid:
         return "invalid at this scale"
     if not math.isnan(p_adjusted) and p_adjusted < alpha:
-        return "reproduced" if diff > 0 else "not reproduced"
+        low, high = ci95 if ci95 is not None else (diff, diff)
+        if diff > 0 and low > margin:
+            return "reproduced"
+        if diff < 0 and high < -margin:
+            return "not reproduced"
     if not math.isnan(p_tost) and p_tost < alpha:
         return "equivalent"
     return "inconclusive"

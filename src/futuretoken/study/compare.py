@@ -83,6 +83,11 @@ class Comparison:
         """One arm per distinct untrained model: shape key -> the arm whose checkpoint stands for it."""
         return {_floor_shape(self.infos[arm]): arm for arm in self.runs}
 
+    def floors(self) -> dict[str, list[dict]]:
+        """arm -> the random-init measurements of its shape, one per floor seed (baseline included)."""
+        return {arm: [self.cache.get(f"floor-{_floor_shape(self.infos[arm])}-{fs}") for fs in self.settings.floor_seeds]
+                for arm in self.runs}
+
     def ftp_arms(self) -> list[str]:
         return [arm for arm in self.runs if self.infos[arm]["model_type"] == "ftp"]
 
@@ -158,8 +163,9 @@ def open_comparison(runs: Runs, baseline: str, out_dir: Path, settings: SuiteSet
 
 def compare_runs(runs: Runs, baseline: str, out_dir: str | Path, settings: SuiteSettings | None = None,
                  gates: C.GateSettings | None = None, device: str = "auto", judge=None, tasks: dict | None = None,
-                 workers: int = 1) -> Path:
-    """Measure every matched pair, run the gates and the statistics, write report.md, results.json, plots."""
+                 workers: int = 1, margins: Mapping[str, C.Margin] | None = None) -> Path:
+    """Measure every matched pair, run the gates and the statistics, write report.md, results.json, plots.
+    `margins`: claim key -> its minimal effect, fixed before the run (default: each claim's own)."""
     settings, gates = settings or SuiteSettings(), gates or C.GateSettings()
     out_dir, device = output_dir(out_dir, "--out folder"), resolve_device(device)  # before the work
     cmp = open_comparison(runs, baseline, out_dir, settings, gates, device, workers)
@@ -173,13 +179,18 @@ def compare_runs(runs: Runs, baseline: str, out_dir: str | Path, settings: Suite
         judge = minilm_judge()
     judge = judge if judging(cmp.data, settings) else None
     pairs = cmp.pairs(matched, judge)
-    rows = C.claim_rows(pairs) + (C.task_rows(tasks, baseline, gates) if tasks else [])
+    calibration = cmp.calibration(judge) if judge is not None else None
+    references = {COHERENCE.key: calibration["floor"]} if calibration else {}
+    rows = C.claim_rows(pairs, margins=margins, floors=cmp.floors(), references=references, baseline=baseline)
+    rows += C.task_rows(tasks, baseline, gates) if tasks else []
     C.finish_verdicts(rows, gates.alpha)
 
     results = {
         "schema": RESULTS_SCHEMA, "baseline": baseline, "seeds": cmp.seeds,
         "arms": {arm: _arm_summary(info) for arm, info in cmp.infos.items()},
         "settings": asdict(settings), "gates": asdict(gates), "ngram": cmp.data.ngram,
+        "margins": {r["claim"]: {"value": r["margin"], "reason": r["margin_reason"]} for r in rows
+                    if "margin_reason" in r},
         "token_r2": cmp.data.items[FUTURE_BAG.key].token_r2 if FUTURE_BAG.key in cmp.data.items else None,
         "matched": _matched_summary(matched), "pairs": pairs, "rows": rows,
         "floors": {arm: [cmp.cache.get(f"floor-{shape}-{fs}") for fs in settings.floor_seeds]
@@ -189,8 +200,8 @@ def compare_runs(runs: Runs, baseline: str, out_dir: str | Path, settings: Suite
         "curves": {arm: {seed: _curve(runs[arm][seed], losses[arm][seed]) for seed in cmp.seeds} for arm in runs},
         "tasks": tasks,
     }
-    if judge is not None:
-        results["coherence_calibration"] = cmp.calibration(judge)
+    if calibration is not None:
+        results["coherence_calibration"] = calibration
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     plot_comparison(results, out_dir)
     report = out_dir / "report.md"

@@ -24,7 +24,8 @@ from typing import Any
 
 from ..checkpoint import output_dir
 from ..config import ConfigError, RunConfig, build, read_toml
-from ..eval.claims import GateSettings
+from ..eval import registry
+from ..eval.claims import GateSettings, Margin
 from ..eval.suite import SuiteSettings
 from ..eval.tasks import TaskSettings
 from ..training import ensure_data, train_all
@@ -51,11 +52,12 @@ class Study:
     gates: GateSettings = field(default_factory=GateSettings)
     suite: SuiteSettings = field(default_factory=SuiteSettings)
     tasks: TaskSettings | None = None
+    margins: dict[str, Margin] = field(default_factory=dict)  # claim key -> its minimal effect, with the reason
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "Study":
         values = dict(values)
-        tables = {name: values.pop(name, {}) for name in ("experiment", "arms", "gates", "suite")}
+        tables = {name: values.pop(name, {}) for name in ("experiment", "arms", "gates", "suite", "margins")}
         tasks = values.pop("tasks", None)
         run = RunConfig.from_dict(values)
         arms = tables["arms"] or {"gpt": {"train": {"model": "gpt"}}, "ftp": {"train": {"model": "ftp"}}}
@@ -72,7 +74,8 @@ class Study:
             raise ConfigError("experiment.seeds needs at least one seed and experiment.workers must be >= 1")
         study = cls(run=run, arms=arms, settings=settings, gates=build(GateSettings, tables["gates"], "gates"),
                     suite=SuiteSettings.from_dict(tables["suite"]),
-                    tasks=build(TaskSettings, tasks, "tasks") if tasks is not None else None)
+                    tasks=build(TaskSettings, tasks, "tasks") if tasks is not None else None,
+                    margins=_margins(tables["margins"]))
         for arm in arms:  # fail now, not after an hour of training, when an arm's overrides are wrong
             study.run_config(arm, settings.seeds[0], Path("runs"))
         return study
@@ -91,6 +94,24 @@ class Study:
         if data_dir is not None:  # a task's own data folder: what it holds, not the experiment's corpus
             values["data"] = {"dir": str(data_dir), "verify": values["data"]["verify"]}
         return RunConfig.from_dict(values)
+
+
+def _margins(table: dict[str, Any]) -> dict[str, Margin]:
+    """[margins]: `CLAIM = { value = 0.02, reason = "..." }` for claims of registered experiments."""
+    claims = {c.key for e in registry.EXPERIMENTS for c in e.claims}
+    margins = {}
+    for key, entry in table.items():
+        if key not in claims:
+            raise ConfigError(f"[margins] names '{key}', which no experiment claims; claims are {sorted(claims)}")
+        if not isinstance(entry, dict) or set(entry) != {"value", "reason"}:
+            raise ConfigError(f"margins.{key} must be {{ value = NUMBER, reason = \"why this size\" }}")
+        value, reason = entry["value"], entry["reason"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(f"margins.{key}.value = {value!r}: give a number > 0 in the claim's own units")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ConfigError(f"margins.{key}.reason is empty: say why the margin has this size")
+        margins[key] = Margin(float(value), reason.strip())
+    return margins
 
 
 def reproduce(study: Study, out_dir: str | Path, device: str | None = None) -> Path:
@@ -118,7 +139,7 @@ def reproduce(study: Study, out_dir: str | Path, device: str | None = None) -> P
     started = time.perf_counter()
     report = compare_runs({arm: {s: Path(cfg.train.out_dir) for s, cfg in by_seed.items()} for arm, by_seed in runs.items()},
                           settings.baseline, out_dir / "paper", study.suite, study.gates, device, tasks=tasks,
-                          workers=settings.workers)
+                          workers=settings.workers, margins=study.margins)
     timing["compare_s"] = time.perf_counter() - started
     (out_dir / "timing.json").write_text(json.dumps({**timing, "experiment": asdict(settings),
                                                      "cpu_count": os.cpu_count()}, indent=2))
