@@ -161,3 +161,31 @@ def test_matched_pair_takes_the_weaker_runs_best_checkpoint():
     assert (swapped.step_a, swapped.step_b) == (200, 300)
     with pytest.raises(ValueError, match="at least one"):
         pick_matched_pair({}, gpt)
+
+
+def test_future_lens_reads_a_planted_future_and_beats_the_current_token_control():
+    """Windows repeat a random triple (a b c a b c ...), so x_{t+2} = x_{t-1}: a state holding the previous
+    token predicts it exactly, while the current token alone cannot (the triples are random)."""
+    from types import SimpleNamespace
+
+    from futuretoken.eval.future_lens import FutureLensSettings, LensItems, future_lens
+
+    V, T, N = 12, 18, 3
+    g = torch.Generator().manual_seed(0)
+
+    def windows(n):
+        triples = torch.stack([torch.randperm(V, generator=g)[:3] for _ in range(n)])  # (n, 3) distinct tokens
+        return triples.repeat(1, (T + N) // 3 + 1)[:, : T + N]
+
+    class PreviousToken(torch.nn.Module):  # h_t = one-hot of x_{t-1} (zeros at t = 0)
+        def forward(self, idx):
+            shifted = torch.cat([torch.full_like(idx[:, :1], V), idx[:, :-1]], 1)
+            return torch.nn.functional.one_hot(shifted, V + 1).float()[..., :V]
+
+    model = SimpleNamespace(encoder=PreviousToken(), head_weight=torch.zeros(1))
+    settings = FutureLensSettings(windows=200, labels=V, stride=1, ridge=1e-4)
+    r = future_lens(model, LensItems(windows(200), windows(100), N, settings))
+    assert r["offsets"] == [2, 3] and all(rows == 100 * T for rows in r["rows"])
+    assert r["accuracy"][0] > 94  # every position but t = 0 (no previous token): 17 of 18
+    assert r["token_accuracy"][0] < 60  # x_t leaves two candidates for x_{t+2}
+    assert r["token_accuracy"][1] == 100  # x_{t+3} = x_t: the control itself is exact

@@ -8,14 +8,15 @@ report prints them. A task (trained on its own corpus) is added to TASKS the sam
 
 from __future__ import annotations
 
-from . import classification, coherence, countdown, future_bag, pathstar, smoothness
+from . import classification, coherence, countdown, future_bag, future_lens, pathstar, smoothness
 from .experiment import Experiment, Task
 
 EXPERIMENTS: tuple[Experiment, ...] = (
     smoothness.EXPERIMENT,  # E3
     coherence.EXPERIMENT,  # E4
     classification.EXPERIMENT,  # E5
-    future_bag.EXPERIMENT,  # E2 (secondary: last)
+    future_bag.EXPERIMENT,  # E2 (secondary claims last)
+    future_lens.EXPERIMENT,  # E2b
 )
 TASKS: tuple[Task, ...] = (countdown.TASK, pathstar.TASK)  # E6, E7
 
