@@ -276,6 +276,8 @@ class DataConfig:
 MODEL_TYPES = ("gpt", "ftp", "mtp", "mtp_seq")
 # What train.activation_checkpointing may name (training/parallelize.py).
 ACTIVATION_CHECKPOINTING = ("none", "decoder", "all")
+# What train.schedule may name (training/optim.py learning_rate).
+SCHEDULES = ("cosine", "wsd")
 
 # The seeds every consumer accepts: torch.manual_seed takes [-2**63, 2**64), numpy's SeedSequence
 # (training/trainer.py process_seed, the window sampler) only integers >= 0, and TOML integers are
@@ -293,6 +295,8 @@ class TrainConfig:
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_steps: int = 100
+    schedule: str = "cosine"  # cosine (to min_lr at max_steps) | wsd (warmup, stable, then linear decay)
+    decay_steps: int | None = None  # wsd: the decay's length (None: the last fifth of max_steps)
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -340,6 +344,11 @@ class TrainConfig:
             raise ConfigError(f"train.warmup_steps={self.warmup_steps} must be >= 0")
         if self.dtype not in DTYPES:
             raise ConfigError(f"train.dtype='{self.dtype}' is unknown; choose auto, float32, bfloat16 or float64")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"train.schedule='{self.schedule}' is unknown; choose one of {', '.join(SCHEDULES)}")
+        if self.decay_steps is not None and not 1 <= self.decay_steps <= self.max_steps - self.warmup_steps:
+            raise ConfigError(f"train.decay_steps={self.decay_steps} must lie in 1..max_steps - warmup_steps "
+                              f"({self.max_steps - self.warmup_steps}); or leave it unset (the last fifth)")
         if self.activation_checkpointing not in ACTIVATION_CHECKPOINTING:
             raise ConfigError(f"train.activation_checkpointing='{self.activation_checkpointing}' is unknown; "
                               "choose none, decoder or all")

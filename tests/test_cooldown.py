@@ -1,0 +1,47 @@
+"""Warmup-stable-decay schedules and cooldown branches: a branch from a stable checkpoint is exactly the
+run that would have been that long (same weights, bit for bit), so any stable checkpoint can be annealed."""
+
+import pytest
+import torch
+from conftest import run_config
+
+import futuretoken as ft
+from futuretoken.config import ConfigError, TrainConfig
+from futuretoken.training import train
+from futuretoken.training.cooldown import cooldown_branch, stable_steps
+from futuretoken.training.optim import learning_rate
+
+
+def test_wsd_is_warmup_then_constant_then_a_linear_decay_to_min_lr():
+    cfg = TrainConfig(schedule="wsd", lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=100, decay_steps=20)
+    lrs = [learning_rate(s, cfg) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(lr == 1e-3 for lr in lrs[10:80])  # stable
+    assert lrs[80] == pytest.approx(1e-3 - 0.9e-3 / 20) and lrs[99] == pytest.approx(1e-4)
+    assert all(a > b for a, b in zip(lrs[80:], lrs[81:]))  # decaying
+    longer = TrainConfig(schedule="wsd", lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=200, decay_steps=20)
+    assert [learning_rate(s, longer) for s in range(80)] == lrs[:80]  # before the decay: independent of length
+    assert TrainConfig(schedule="wsd", max_steps=100).decay_steps is None  # default: the last fifth
+    with pytest.raises(ConfigError, match="train.decay_steps=95 must lie in 1..max_steps - warmup_steps"):
+        TrainConfig(schedule="wsd", max_steps=100, warmup_steps=10, decay_steps=95)
+    with pytest.raises(ConfigError, match="train.schedule='linear' is unknown; choose one of cosine, wsd"):
+        TrainConfig(schedule="linear")
+
+
+def test_a_cooldown_branch_is_the_run_that_would_have_been_that_long(data_dir, tmp_path):
+    common = dict(schedule="wsd", warmup_steps=2, decay_steps=4, ckpt_interval=2, keep_every=2, eval_interval=2)
+    train(run_config(data_dir, tmp_path / "long", max_steps=12, **common))
+    assert stable_steps(tmp_path / "long") == [2, 4, 6, 8]  # steps 9-12 decay
+    branch = cooldown_branch(tmp_path / "long", 4)
+    assert branch.train.max_steps == 8 and branch.train.out_dir == str(tmp_path / "long" / "cooldowns" / "step-0000004")
+    train(branch, resume=True)
+    train(run_config(data_dir, tmp_path / "short", max_steps=8, **common))  # the same run, 8 steps long
+    cooled, direct = ft.load(branch.train.out_dir), ft.load(tmp_path / "short")
+    for (name, a), (_, b) in zip(cooled.state_dict().items(), direct.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert cooldown_branch(tmp_path / "long", 4) == branch  # idempotent: the branch is kept
+    with pytest.raises(ValueError, match="no stable checkpoint at step 10"):
+        cooldown_branch(tmp_path / "long", 10)
+    with pytest.raises(ValueError, match="only a warmup-stable-decay run"):
+        train(run_config(data_dir, tmp_path / "cosine", max_steps=4, ckpt_interval=2, keep_every=2))
+        cooldown_branch(tmp_path / "cosine", 2)
