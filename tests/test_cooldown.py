@@ -3,9 +3,9 @@ run that would have been that long (same weights, bit for bit), so any stable ch
 
 import pytest
 import torch
-from conftest import run_config
 
 import futuretoken as ft
+from conftest import run_config
 from futuretoken.config import ConfigError, TrainConfig
 from futuretoken.training import train
 from futuretoken.training.cooldown import cooldown_branch, stable_steps
@@ -45,3 +45,28 @@ def test_a_cooldown_branch_is_the_run_that_would_have_been_that_long(data_dir, t
     with pytest.raises(ValueError, match="only a warmup-stable-decay run"):
         train(run_config(data_dir, tmp_path / "cosine", max_steps=4, ckpt_interval=2, keep_every=2))
         cooldown_branch(tmp_path / "cosine", 2)
+
+
+def test_compare_matches_annealed_checkpoints_and_trains_the_cooldowns_it_needs(data_dir, tmp_path):
+    """Two WSD runs of different lengths: the shorter (weaker) run's end fixes the level; the longer run
+    is matched by one of its annealed checkpoints, a cooldown trained for the purpose (its own end, at a
+    lower loss, is further from the level)."""
+    import json
+
+    from test_reproduce import TOY_SUITE
+
+    from futuretoken.study import compare_runs
+
+    common = dict(schedule="wsd", warmup_steps=2, decay_steps=4, ckpt_interval=2, keep_every=2, eval_interval=4,
+                  lr=1e-2)
+    train(run_config(data_dir, tmp_path / "gpt", "gpt", max_steps=24, **common))
+    train(run_config(data_dir, tmp_path / "ftp", "ftp", max_steps=8, **common))
+    report = compare_runs({"gpt": {0: tmp_path / "gpt"}, "ftp": {0: tmp_path / "ftp"}}, "gpt", tmp_path / "cmp",
+                          TOY_SUITE, device="cpu").read_text()
+    results = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    m = results["matched"]["ftp"]["0"]
+    assert results["schedule"] == "wsd" and m["schedule"] == "wsd, end of 8 steps"
+    assert m["baseline_schedule"].startswith("wsd, cooldown from step"), m
+    assert list((tmp_path / "gpt" / "cooldowns").iterdir())  # trained on demand
+    assert m["baseline_tokens"] == m["baseline_step"] * 4 * 16 and m["tokens"] == 8 * 4 * 16
+    assert "Every compared checkpoint is annealed" in report and "cooldown from step" in report

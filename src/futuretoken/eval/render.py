@@ -155,6 +155,19 @@ def claims_table(rows: list[dict], baseline: str) -> str:
     return markdown_table(["claim", f"{baseline} (mean ± SE)", *arms], body)
 
 
+def _schedule_note(results: dict) -> list[str]:
+    """How the compared checkpoints sit in their schedules (results from before this was recorded: nothing)."""
+    if results.get("schedule") == "wsd":
+        return ["Every compared checkpoint is annealed: the runs use a warmup-stable-decay schedule, and a model "
+                "is a run's end or the end of a cooldown (a decay branch from a stable checkpoint, exactly the run "
+                "that would have been that long); the weaker run's end fixes the level and the other run's annealed "
+                "checkpoint nearest to it is its match.", ""]
+    if results.get("schedule") == "cosine":
+        return ["The runs use a cosine schedule: a kept checkpoint before the end is not annealed, so a pair may "
+                "compare models at different points of their schedules (train.schedule = 'wsd' removes this).", ""]
+    return []
+
+
 def _p_values(row: dict) -> str:
     """The row's p-values as its results hold them: older results have no exact test."""
     t = row["test"]
@@ -198,7 +211,11 @@ def render_report(results: dict) -> str:
                  a["model"].get("decoder_start", "-") if a["model_type"] == "ftp" else "-",
                  a["train"]["max_steps"], f"{a['train_flops_per_token']:.3g}"] for name, a in arms.items()]
     matched = [[arm, seed, m["step"], m["baseline_step"], _fmt(m["selection_loss"], 4), _fmt(m["baseline_selection_loss"], 4)]
+               + ([m["schedule"], m["baseline_schedule"], f"{m['tokens']:,}", f"{m['baseline_tokens']:,}",
+                   f"{m['train_flops']:.3g}", f"{m['baseline_train_flops']:.3g}"] if "schedule" in m else [])
                for arm, by_seed in results["matched"].items() for seed, m in by_seed.items()]
+    where = (["arm schedule", f"{base} schedule", "arm tokens", f"{base} tokens", "arm FLOPs", f"{base} FLOPs"]
+             if matched and len(matched[0]) > 6 else [])
     lines = [
         "# Paper claims at matched next-token loss", "",
         f"Arms compared with the baseline `{base}`, {len(seeds)} training seed(s) each ({', '.join(map(str, seeds))}); "
@@ -212,8 +229,9 @@ def render_report(results: dict) -> str:
         f"(interpolated Kneser-Ney) {_fmt(results['ngram']['bigram'])} nats.", "",
         gate_table(results), "",
         "Matched pairs (chosen on the selection half of the validation documents, reported on the other half):", "",
-        markdown_table(["arm", "seed", "arm step", f"{base} step", "arm selection loss", f"{base} selection loss"],
-                       matched), "",
+        markdown_table(["arm", "seed", "arm step", f"{base} step", "arm selection loss", f"{base} selection loss",
+                        *where], matched), "",
+        *_schedule_note(results),
         "## Claims", "",
         f"Per claim and arm: mean ± SE over the {len(seeds)} seed(s), the paired difference from the matched "
         f"`{base}` checkpoints [95% CI], the paired t-test's p, Holm's adjusted p and the TOST equivalence p "

@@ -14,10 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..checkpoint import checkpoint_name, list_checkpoints, output_dir, read_metrics, read_run_record, run_data_dir
+from ..checkpoint import list_checkpoints, output_dir, read_metrics, read_run_record, run_data_dir
 from ..config import ModelConfig
 from ..devices import resolve_device
 from ..eval import claims as C
@@ -28,6 +28,7 @@ from ..eval.matched import MatchedPair, pick_matched_pair
 from ..eval.render import RESULTS_SCHEMA, plot_comparison, render_report
 from ..eval.suite import EvalData, SuiteSettings, judging, score_coherence
 from ..model import training_flops_per_token
+from .annealed import Candidate, anneal_match, annealed_candidates, cosine_candidates
 from .jobs import Cache, Job, JobRunner
 
 Runs = Mapping[str, Mapping[int, Path]]  # arm -> seed -> run folder
@@ -64,13 +65,52 @@ class Comparison:
     data: EvalData
     cache: Cache
     run_jobs: JobRunner
+    candidates: dict = field(default_factory=dict)  # arm -> seed -> step -> Candidate (see match)
 
     @property
     def arms(self) -> list[str]:
         return [arm for arm in self.runs if arm != self.baseline]
 
+    @property
+    def schedule(self) -> str:
+        """"wsd" when every run is warmup-stable-decay (annealed pairs), else "cosine" (one schedule each)."""
+        schedules = {info["train"].get("schedule", "cosine") for info in self.infos.values()}
+        if len(schedules) > 1:
+            raise ValueError(f"the arms were trained with different schedules {sorted(schedules)}; "
+                             "compare runs of one schedule (train.schedule)")
+        return schedules.pop()
+
     def checkpoint(self, arm: str, seed: int, step: int) -> str:
-        return str(Path(self.runs[arm][seed]) / "checkpoints" / checkpoint_name(step))
+        return str(self.candidates[arm][seed][step].checkpoint)
+
+    def match(self, losses: dict) -> dict[str, dict[int, MatchedPair]]:
+        """The matched pair of every arm and seed; WSD runs are matched between annealed checkpoints
+        (cooldowns trained as needed, study/annealed.py), cosine runs between kept checkpoints."""
+        if self.schedule != "wsd":
+            for arm in self.runs:
+                self.candidates[arm] = {seed: cosine_candidates(Path(self.runs[arm][seed])) for seed in self.seeds}
+            return {arm: {seed: pick_matched_pair(losses[arm][seed], losses[self.baseline][seed]) for seed in self.seeds}
+                    for arm in self.arms}
+        matched: dict[str, dict[int, MatchedPair]] = {}
+        for arm in self.arms:
+            matched[arm] = {}
+            for seed in self.seeds:
+                names = {"arm": arm, "baseline": self.baseline}
+                runs = {side: Path(self.runs[name][seed]) for side, name in names.items()}
+                matched[arm][seed] = anneal_match(
+                    runs, {side: losses[name][seed] for side, name in names.items()},
+                    lambda side, folder, seed=seed, names=names: self.end_loss(names[side], seed, folder),
+                    tolerance=self.gates.matched_tolerance / 2)
+        for arm in self.runs:  # after every match: the baseline's cooldowns serve several arms
+            self.candidates[arm] = {seed: annealed_candidates(Path(self.runs[arm][seed])) for seed in self.seeds}
+        return matched
+
+    def end_loss(self, arm: str, seed: int, cooldown: Path) -> float:
+        """The selection loss of a cooldown's end (a cached job)."""
+        name = f"selection-{arm}-s{seed}-cooldown-{cooldown.name}"
+        self.run_jobs([Job("selection", name, str(cooldown))])
+        losses = self.cache.get(name)
+        return losses[max(losses, key=int)]
 
     def selection_losses(self) -> dict[str, dict[int, dict[int, float]]]:
         """arm -> seed -> kept checkpoint's step -> its next-token loss on the selection half."""
@@ -141,10 +181,24 @@ def _arm_summary(info: dict) -> dict:
             "train_flops_per_token": training_flops_per_token(ModelConfig(**info["model"]), info["model_type"])}
 
 
-def _matched_summary(matched: dict[str, dict[int, MatchedPair]]) -> dict:
-    return {arm: {seed: {"step": p.step_a, "baseline_step": p.step_b, "selection_loss": p.loss_a,
-                         "baseline_selection_loss": p.loss_b} for seed, p in by_seed.items()}
-            for arm, by_seed in matched.items()}
+def _side(candidate: Candidate, info: dict) -> dict:
+    """Where a compared checkpoint stands: its steps, tokens, training FLOPs and schedule position."""
+    t = info["train"]
+    tokens = candidate.step * t["batch_size"] * t["grad_accum"] * info["model"]["block_size"]
+    flops = tokens * training_flops_per_token(ModelConfig(**info["model"]), info["model_type"])
+    return {"tokens": tokens, "train_flops": flops, "schedule": candidate.schedule}
+
+
+def _matched_summary(cmp: Comparison, matched: dict[str, dict[int, MatchedPair]]) -> dict:
+    out = {}
+    for arm, by_seed in matched.items():
+        out[arm] = {}
+        for seed, p in by_seed.items():
+            a = _side(cmp.candidates[arm][seed][p.step_a], cmp.infos[arm])
+            b = _side(cmp.candidates[cmp.baseline][seed][p.step_b], cmp.infos[cmp.baseline])
+            out[arm][seed] = {"step": p.step_a, "baseline_step": p.step_b, "selection_loss": p.loss_a,
+                              "baseline_selection_loss": p.loss_b, **a, **{f"baseline_{k}": v for k, v in b.items()}}
+    return out
 
 
 def open_comparison(runs: Runs, baseline: str, out_dir: Path, settings: SuiteSettings, gates: C.GateSettings,
@@ -170,8 +224,7 @@ def compare_runs(runs: Runs, baseline: str, out_dir: str | Path, settings: Suite
     out_dir, device = output_dir(out_dir, "--out folder"), resolve_device(device)  # before the work
     cmp = open_comparison(runs, baseline, out_dir, settings, gates, device, workers)
     losses = cmp.selection_losses()
-    matched = {arm: {seed: pick_matched_pair(losses[arm][seed], losses[baseline][seed]) for seed in cmp.seeds}
-               for arm in cmp.arms}
+    matched = cmp.match(losses)
     cmp.measure_all(matched)
     if judging(cmp.data, settings) and judge is None:
         from ..eval.coherence import minilm_judge
@@ -192,7 +245,7 @@ def compare_runs(runs: Runs, baseline: str, out_dir: str | Path, settings: Suite
         "margins": {r["claim"]: {"value": r["margin"], "reason": r["margin_reason"]} for r in rows
                     if "margin_reason" in r},
         "token_r2": cmp.data.items[FUTURE_BAG.key].token_r2 if FUTURE_BAG.key in cmp.data.items else None,
-        "matched": _matched_summary(matched), "pairs": pairs, "rows": rows,
+        "schedule": cmp.schedule, "matched": _matched_summary(cmp, matched), "pairs": pairs, "rows": rows,
         "floors": {arm: [cmp.cache.get(f"floor-{shape}-{fs}") for fs in settings.floor_seeds]
                    for shape, arm in cmp.floor_shapes().items()},
         "state_use_trajectory": {arm: {seed: _trajectory(cmp.cache.get(f"state-{arm}-s{seed}")) for seed in cmp.seeds}
