@@ -1,5 +1,10 @@
 """Every committed comparison re-renders from its results.json to the report committed beside it: the
-report is a function of the results alone, and today's code reads every older results schema."""
+report is a function of the results alone, and today's code reads every older results schema.
+
+When the report's presentation changes on purpose, re-render the committed reports (the results are
+untouched; reproduce's appended wall-time line is kept):
+    for d in results/*/ results/*/paper/: render_report(read_results(d)) -> d/report.md
+"""
 
 from pathlib import Path
 

@@ -179,6 +179,46 @@ def _p_values(row: dict) -> str:
     return f"raw p {_p(t['p'])} (t), {exact}"
 
 
+VERDICT_MEANING = {
+    "reproduced": "the arm beats the baseline and the 95% CI clears the margin",
+    "not reproduced": "the baseline beats the arm, the CI clearing the margin",
+    "equivalent": "the difference lies within ± the margin (TOST)",
+    "inconclusive": "the seeds do not settle it at this sample size",
+    "invalid at this scale": "a validity gate failed, so the models are not fit to test the claim",
+}
+
+
+def summary(results: dict) -> list[str]:
+    """What this run shows, in plain words: per arm, which claims were decided and why the rest were not."""
+    rows, base, n = results["rows"], results["baseline"], len(results["seeds"])
+    lines = ["## What this run shows", ""]
+    if "schedule" not in results:
+        lines += ["These results predate the current protocol (matched pairs at mixed schedule positions, verdicts "
+                  "from the t-test alone, margins not fixed in the experiment file): they are the record of that "
+                  "run, not verdicts this project stands by now.", ""]
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        mine = [r for r in rows if r["arm"] == arm]
+        decided = [r for r in mine if r["verdict"] in ("reproduced", "not reproduced", "equivalent")]
+        invalid = [r for r in mine if r["verdict"] == "invalid at this scale"]
+        parts = [f"**{r['label'].split(' (')[0]}**: {r['verdict']} (Δ {_fmt(r['test']['diff'])} "
+                 f"[{_fmt(r['test']['ci95'][0])}, {_fmt(r['test']['ci95'][1])}])" for r in decided]
+        line = f"- `{arm}` vs `{base}`, {n} seed(s): "
+        line += ("decided " + "; ".join(parts) if parts else "no claim decided") + "."
+        if invalid:
+            reasons = sorted({w for r in invalid for w in r["why_invalid"]})
+            line += f" {len(invalid)} of {len(mine)} claims are invalid at this scale ({'; '.join(reasons[:3])}"
+            line += f"; and {len(reasons) - 3} more)." if len(reasons) > 3 else ")."
+        lines.append(line)
+    if n < 2:
+        lines.append(f"- With {n} training seed no claim can be tested: the verdicts need at least two (five for "
+                     "a verdict this project stands by).")
+    lines += ["", "Verdicts: " + "; ".join(f"*{v}*: {m}" for v, m in VERDICT_MEANING.items()) + ".", ""]
+    if any(r["claim"].startswith(("E6", "E7")) for r in rows):
+        lines += ["E6 (countdown as code) and E7 (path-star) are this project's tasks: the paper's coding problem "
+                  "is not public.", ""]
+    return lines
+
+
 def margins_table(results: dict) -> list[str]:
     """Each claim's margin and why it has that size (results from before margins were recorded: nothing)."""
     margins = results.get("margins")
@@ -218,6 +258,7 @@ def render_report(results: dict) -> str:
              if matched and len(matched[0]) > 6 else [])
     lines = [
         "# Paper claims at matched next-token loss", "",
+        *summary(results),
         f"Arms compared with the baseline `{base}`, {len(seeds)} training seed(s) each ({', '.join(map(str, seeds))}); "
         "seed i of every arm shares the init seed, the data order and every evaluation item. The unit of replication "
         "is the training seed: each claim is a paired t-test over seeds, Holm-corrected over the primary claims, with "

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
+from pathlib import Path
 
+from ..checkpoint import read_metrics
 from ..config import RunConfig
 from ..model import training_flops_per_token
 from .trainer import train
@@ -40,5 +42,21 @@ def train_all(configs: list[RunConfig], workers: int = 1) -> None:
         jobs.append(values)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(_train_one, values, threads) for values in jobs]
-        for future in tqdm(as_completed(futures), total=len(futures), desc="training runs", unit="run"):
-            future.result()  # a failed run stops the whole experiment with its own error
+        total = sum(cfg.train.max_steps for cfg in configs)
+        with tqdm(total=total, desc=f"training {len(configs)} runs", unit="step", dynamic_ncols=True) as bar:
+            pending = set(futures)
+            while pending:  # the bar follows the steps every run has logged (train.log_interval)
+                done, pending = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()  # a failed run stops the whole experiment with its own error
+                bar.update(sum(_steps_logged(cfg) for cfg in configs) - bar.n)
+                bar.set_postfix(runs_done=len(futures) - len(pending))
+
+
+POLL_S = 2.0
+
+
+def _steps_logged(cfg: RunConfig) -> int:
+    """The last step a run has logged (its max_steps once finished; 0 before its first log)."""
+    records = read_metrics(cfg.train.out_dir) if Path(cfg.train.out_dir, "metrics.jsonl").is_file() else []
+    return max((r["step"] for r in records), default=0)
