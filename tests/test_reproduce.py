@@ -72,7 +72,7 @@ def test_reproduce_trains_arms_and_seeds_and_the_tasks(data_dir, tmp_path):
         **values,
         "experiment": {"seeds": [0, 1], "workers": 1},
         "arms": {"gpt": {"train": {"model": "gpt"}}, "ftp": {"train": {"model": "ftp"}},
-                 "ftp-learned": {"train": {"model": "ftp"}, "model": {"decoder_start": "learned"}}},
+                 "ftp-learned": {"train": {"model": "ftp"}, "model": {"decoder_start": "learned"}, "seeds": [1]}},
         "suite": TOY_TABLE,
         "tasks": {"documents": 400, "max_steps": 4, "keep_every": 2, "block_size": 48, "n_eval": 5,
                   "difficulties": [2], "star_degree": 2, "star_length": 2, "tokenizer": "bpe:300",
@@ -81,7 +81,8 @@ def test_reproduce_trains_arms_and_seeds_and_the_tasks(data_dir, tmp_path):
     report = reproduce(study, tmp_path / "out", device="cpu")
     results = json.loads((tmp_path / "out" / "paper" / "results.json").read_text())
     assert results["seeds"] == [0, 1] and set(results["pairs"]) == {"ftp", "ftp-learned"}
-    assert all(r["test"]["n"] == 2 for r in results["rows"])  # one paired difference per seed
+    assert all(r["test"]["n"] == (1 if r["arm"] == "ftp-learned" else 2) for r in results["rows"])  # one per seed
+    assert list(results["matched"]["ftp-learned"]) == ["1"]  # its one seed, paired with the baseline's seed 1
     tasks = results["tasks"]
     assert set(tasks) == {"E6 countdown", "E7 path-star"}
     for task in tasks.values():
@@ -92,6 +93,7 @@ def test_reproduce_trains_arms_and_seeds_and_the_tasks(data_dir, tmp_path):
     assert any(r["claim"] == "E6 countdown" for r in results["rows"])
     assert "Wall time of this call" in report.read_text()
     assert (tmp_path / "out" / "ftp-learned" / "seed-1" / "checkpoints").is_dir()
+    assert not (tmp_path / "out" / "ftp-learned" / "seed-0").exists()
 
 
 def test_coherence_is_generated_with_the_model_and_judged_later(trained_runs, tmp_path):
@@ -175,3 +177,13 @@ def test_margins_are_fixed_in_the_experiment_file_with_their_reasons():
         Study.from_dict({**base, "margins": {"smoothness": {"value": 0.1, "reason": " "}}})
     with pytest.raises(ConfigError, match="margins.smoothness.value = 0: give a number > 0"):
         Study.from_dict({**base, "margins": {"smoothness": {"value": 0, "reason": "because"}}})
+
+
+def test_an_arm_may_train_fewer_seeds_than_the_baseline():
+    base = {"model": {"preset": "tiny"}, "data": {"dir": "x"}, "experiment": {"seeds": [0, 1, 2]}}
+    arms = {"gpt": {"train": {"model": "gpt"}}, "mtp": {"train": {"model": "mtp"}, "seeds": [0, 1]}}
+    assert Study.from_dict({**base, "arms": arms}).seeds_of("mtp") == (0, 1)
+    with pytest.raises(ConfigError, match=r"arms.mtp.seeds = \[0, 5\] must be a non-empty subset"):
+        Study.from_dict({**base, "arms": {**arms, "mtp": {**arms["mtp"], "seeds": [0, 5]}}})
+    with pytest.raises(ConfigError, match="the baseline arm 'gpt' trains every seed"):
+        Study.from_dict({**base, "arms": {**arms, "gpt": {**arms["gpt"], "seeds": [0]}}})

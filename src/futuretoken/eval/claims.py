@@ -174,16 +174,19 @@ def task_rows(tasks: Mapping[str, dict], baseline: str, settings: GateSettings, 
         floor = float(np.mean(per_arm[baseline][easiest]))
         why = [] if floor >= settings.task_floor else [
             f"{baseline} pass@1 {floor:.2f} at the easiest setting ({easiest}) is below {settings.task_floor}"]
-        correct = result.get("correct")
+        correct, seeds = result.get("correct"), result.get("seeds")
         for setting in settings_order:
             for arm in per_arm:
                 if arm == baseline:
                     continue
-                exact = [stats.mcnemar_exact(a, b) for a, b in
-                         zip(correct[arm][setting], correct[baseline][setting])] if correct else None
+                # The baseline's entries of the arm's seeds (an arm may have fewer; older results: the same seeds).
+                pick = [seeds[baseline].index(s) for s in seeds[arm]] if seeds else range(len(per_arm[arm][setting]))
+                base_pass = [per_arm[baseline][setting][i] for i in pick]
+                exact = [stats.mcnemar_exact(a, correct[baseline][setting][i]) for a, i in
+                         zip(correct[arm][setting], pick)] if correct else None
                 rows.append(verdict_row(task, f"{task}: pass@1, {setting}", arm,
                                         setting == easiest and primary.get(task, False), per_arm[arm][setting],
-                                        per_arm[baseline][setting], margin, list(why), exact))
+                                        base_pass, margin, list(why), exact))
     return rows
 
 

@@ -108,7 +108,7 @@ def _mean_se(values) -> str:
 def gate_table(results: dict) -> str:
     rows = []
     for arm, pairs in results["pairs"].items():
-        for seed, pair in zip(results["seeds"], pairs):
+        for seed, pair in zip(results["matched"][arm], pairs):  # the arm's own seeds (maybe fewer)
             g = pair["gates"]
             su = g.get("state_use")
             rows.append([
@@ -190,7 +190,7 @@ VERDICT_MEANING = {
 
 def summary(results: dict) -> list[str]:
     """What this run shows, in plain words: per arm, which claims were decided and why the rest were not."""
-    rows, base, n = results["rows"], results["baseline"], len(results["seeds"])
+    rows, base = results["rows"], results["baseline"]
     lines = ["## What this run shows", ""]
     if "schedule" not in results:
         lines += ["These results predate the current protocol (matched pairs at mixed schedule positions, verdicts "
@@ -202,6 +202,7 @@ def summary(results: dict) -> list[str]:
         invalid = [r for r in mine if r["verdict"] == "invalid at this scale"]
         parts = [f"**{r['label'].split(' (')[0]}**: {r['verdict']} (Δ {_fmt(r['test']['diff'])} "
                  f"[{_fmt(r['test']['ci95'][0])}, {_fmt(r['test']['ci95'][1])}])" for r in decided]
+        n = len(results["matched"].get(arm, results["seeds"]))
         line = f"- `{arm}` vs `{base}`, {n} seed(s): "
         line += ("decided " + "; ".join(parts) if parts else "no claim decided") + "."
         if invalid:
@@ -209,8 +210,8 @@ def summary(results: dict) -> list[str]:
             line += f" {len(invalid)} of {len(mine)} claims are invalid at this scale ({'; '.join(reasons[:3])}"
             line += f"; and {len(reasons) - 3} more)." if len(reasons) > 3 else ")."
         lines.append(line)
-    if n < 2:
-        lines.append(f"- With {n} training seed no claim can be tested: the verdicts need at least two (five for "
+    if len(results["seeds"]) < 2:
+        lines.append(f"- With {len(results['seeds'])} training seed no claim can be tested: the verdicts need at least two (five for "
                      "a verdict this project stands by).")
     lines += ["", "Verdicts: " + "; ".join(f"*{v}*: {m}" for v, m in VERDICT_MEANING.items()) + ".", ""]
     if any(r["claim"].startswith(("E6", "E7")) for r in rows):

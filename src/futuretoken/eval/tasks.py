@@ -71,13 +71,15 @@ Outcomes = Callable[[object, TaskSettings], dict[str, list[bool]]]
 def score_arms(configs: Mapping[str, Mapping[int, RunConfig]], baseline: str, outcomes: Outcomes,
                settings: TaskSettings, device: str, cache: Path) -> dict:
     """Every arm and seed at its last checkpoint (equal tokens) and, beside the baseline, at equal compute:
-    {"n_eval", "max_steps", "pass_at_1": {arm: {setting: [per seed]}}, "correct": per-problem outcomes,
+    {"n_eval", "max_steps", "seeds": {arm: [its seeds, in the order of every per-seed list]},
+    "pass_at_1": {arm: {setting: [per seed]}}, "correct": per-problem outcomes,
     "equal_compute": {arm: {"steps": [...], setting: [per seed]}}}."""
     base_cfg = next(iter(configs[baseline].values()))
     base_flops = training_flops(base_cfg, base_cfg.train.max_steps)
-    result = {"n_eval": settings.n_eval, "max_steps": settings.max_steps, "pass_at_1": {}, "correct": {},
-              "equal_compute": {}}
+    result = {"n_eval": settings.n_eval, "max_steps": settings.max_steps, "seeds": {}, "pass_at_1": {},
+              "correct": {}, "equal_compute": {}}
     for arm, by_seed in configs.items():
+        result["seeds"][arm] = sorted(by_seed)
         result["pass_at_1"][arm], result["correct"][arm] = {}, {}
         for seed, cfg in sorted(by_seed.items()):
             run = Path(cfg.train.out_dir)

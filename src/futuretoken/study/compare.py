@@ -41,13 +41,15 @@ def _floor_shape(info: dict) -> str:
 
 
 def check_runs(runs: Runs, baseline: str) -> list[int]:
-    """The seeds every arm was trained with (the comparison is paired), and one corpus for all."""
+    """The baseline's seeds; every arm's seeds are among them (the comparison is paired; an arm may
+    have fewer, e.g. a costly one), and one corpus for all."""
     if baseline not in runs or len(runs) < 2:
         raise ValueError(f"need the baseline arm {baseline!r} and at least one other arm; got {sorted(runs)}")
     seeds = sorted(runs[baseline])
     for arm, by_seed in runs.items():
-        if sorted(by_seed) != seeds:
-            raise ValueError(f"arm {arm!r} has seeds {sorted(by_seed)}, the baseline {seeds}: the comparison is paired")
+        if not by_seed or not set(by_seed) <= set(seeds):
+            raise ValueError(f"arm {arm!r} has seeds {sorted(by_seed)}, the baseline {seeds}: the comparison is "
+                             "paired, so every seed of an arm needs the baseline's run of that seed")
     data_dirs = {str(run_data_dir(r)) for by_seed in runs.values() for r in by_seed.values()}
     if len(data_dirs) != 1:
         raise ValueError(f"the runs were trained on different data {sorted(data_dirs)}; compare runs of one corpus")
@@ -80,6 +82,9 @@ class Comparison:
                              "compare runs of one schedule (train.schedule)")
         return schedules.pop()
 
+    def seeds_of(self, arm: str) -> list[int]:
+        return sorted(self.runs[arm])
+
     def checkpoint(self, arm: str, seed: int, step: int) -> str:
         return str(self.candidates[arm][seed][step].checkpoint)
 
@@ -88,13 +93,13 @@ class Comparison:
         (cooldowns trained as needed, study/annealed.py), cosine runs between kept checkpoints."""
         if self.schedule != "wsd":
             for arm in self.runs:
-                self.candidates[arm] = {seed: cosine_candidates(Path(self.runs[arm][seed])) for seed in self.seeds}
-            return {arm: {seed: pick_matched_pair(losses[arm][seed], losses[self.baseline][seed]) for seed in self.seeds}
-                    for arm in self.arms}
+                self.candidates[arm] = {seed: cosine_candidates(Path(self.runs[arm][seed])) for seed in self.seeds_of(arm)}
+            return {arm: {seed: pick_matched_pair(losses[arm][seed], losses[self.baseline][seed])
+                          for seed in self.seeds_of(arm)} for arm in self.arms}
         matched: dict[str, dict[int, MatchedPair]] = {}
         for arm in self.arms:
             matched[arm] = {}
-            for seed in self.seeds:
+            for seed in self.seeds_of(arm):
                 names = {"arm": arm, "baseline": self.baseline}
                 runs = {side: Path(self.runs[name][seed]) for side, name in names.items()}
                 matched[arm][seed] = anneal_match(
@@ -102,7 +107,7 @@ class Comparison:
                     lambda side, folder, seed=seed, names=names: self.end_loss(names[side], seed, folder),
                     tolerance=self.gates.matched_tolerance / 2)
         for arm in self.runs:  # after every match: the baseline's cooldowns serve several arms
-            self.candidates[arm] = {seed: annealed_candidates(Path(self.runs[arm][seed])) for seed in self.seeds}
+            self.candidates[arm] = {seed: annealed_candidates(Path(self.runs[arm][seed])) for seed in self.seeds_of(arm)}
         return matched
 
     def end_loss(self, arm: str, seed: int, cooldown: Path) -> float:
@@ -115,9 +120,9 @@ class Comparison:
     def selection_losses(self) -> dict[str, dict[int, dict[int, float]]]:
         """arm -> seed -> kept checkpoint's step -> its next-token loss on the selection half."""
         self.run_jobs([Job("selection", f"selection-{arm}-s{seed}", str(self.runs[arm][seed]))
-                       for arm in self.runs for seed in self.seeds])
+                       for arm in self.runs for seed in self.seeds_of(arm)])
         return {arm: {seed: {int(k): v for k, v in self.cache.get(f"selection-{arm}-s{seed}").items()}
-                      for seed in self.seeds} for arm in self.runs}
+                      for seed in self.seeds_of(arm)} for arm in self.runs}
 
     def floor_shapes(self) -> dict[str, str]:
         """One arm per distinct untrained model: shape key -> the arm whose checkpoint stands for it."""
@@ -139,10 +144,10 @@ class Comparison:
                 todo += [Job("measure", _measure_name(arm, seed, pair.step_a), self.checkpoint(arm, seed, pair.step_a)),
                          Job("measure", _measure_name(self.baseline, seed, pair.step_b),
                              self.checkpoint(self.baseline, seed, pair.step_b))]
-        todo += [Job("floor", f"floor-{shape}-{fs}", str(list_checkpoints(self.runs[arm][self.seeds[0]])[-1]), fs)
+        todo += [Job("floor", f"floor-{shape}-{fs}", str(list_checkpoints(self.runs[arm][self.seeds_of(arm)[0]])[-1]), fs)
                  for shape, arm in self.floor_shapes().items() for fs in self.settings.floor_seeds]
         todo += [Job("state", f"state-{arm}-s{seed}", str(self.runs[arm][seed]))
-                 for arm in self.ftp_arms() for seed in self.seeds]
+                 for arm in self.ftp_arms() for seed in self.seeds_of(arm)]
         self.run_jobs(todo)
 
     def measured(self, arm: str, seed: int, step: int, judge) -> dict:
@@ -205,7 +210,7 @@ def open_comparison(runs: Runs, baseline: str, out_dir: Path, settings: SuiteSet
                     device, workers: int) -> Comparison:
     """Check the runs and build what every model is measured on."""
     seeds = check_runs(runs, baseline)
-    infos = {arm: read_run_record(by_seed[seeds[0]]) for arm, by_seed in runs.items()}
+    infos = {arm: read_run_record(by_seed[min(by_seed)]) for arm, by_seed in runs.items()}
     # E2's future bags span the longest horizon among the arms (4 when every arm is a GPT).
     horizon = max([i["model"]["horizon"] for i in infos.values() if i["model_type"] != "gpt"], default=4)
     data_args = (run_data_dir(runs[baseline][seeds[0]]), infos[baseline]["model"]["block_size"], horizon)
@@ -248,9 +253,9 @@ def compare_runs(runs: Runs, baseline: str, out_dir: str | Path, settings: Suite
         "schedule": cmp.schedule, "matched": _matched_summary(cmp, matched), "pairs": pairs, "rows": rows,
         "floors": {arm: [cmp.cache.get(f"floor-{shape}-{fs}") for fs in settings.floor_seeds]
                    for shape, arm in cmp.floor_shapes().items()},
-        "state_use_trajectory": {arm: {seed: _trajectory(cmp.cache.get(f"state-{arm}-s{seed}")) for seed in cmp.seeds}
-                                 for arm in cmp.ftp_arms()},
-        "curves": {arm: {seed: _curve(runs[arm][seed], losses[arm][seed]) for seed in cmp.seeds} for arm in runs},
+        "state_use_trajectory": {arm: {seed: _trajectory(cmp.cache.get(f"state-{arm}-s{seed}"))
+                                       for seed in cmp.seeds_of(arm)} for arm in cmp.ftp_arms()},
+        "curves": {arm: {seed: _curve(runs[arm][seed], losses[arm][seed]) for seed in cmp.seeds_of(arm)} for arm in runs},
         "tasks": tasks,
     }
     if calibration is not None:

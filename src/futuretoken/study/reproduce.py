@@ -47,7 +47,7 @@ class Study:
     """An experiment file: arms x seeds trained and compared on one corpus (+ the toy tasks)."""
 
     run: RunConfig  # shared by every arm; an arm overrides parts of [model] and [train]
-    arms: dict[str, dict[str, dict[str, Any]]]  # name -> {"model": {...}, "train": {...}}
+    arms: dict[str, dict[str, Any]]  # name -> {"model": {...}, "train": {...}, "seeds": [...] (optional)}
     settings: StudySettings = field(default_factory=StudySettings)
     gates: GateSettings = field(default_factory=GateSettings)
     suite: SuiteSettings = field(default_factory=SuiteSettings)
@@ -62,9 +62,9 @@ class Study:
         run = RunConfig.from_dict(values)
         arms = tables["arms"] or {"gpt": {"train": {"model": "gpt"}}, "ftp": {"train": {"model": "ftp"}}}
         for name, arm in arms.items():
-            unknown = set(arm) - {"model", "train"}
+            unknown = set(arm) - {"model", "train", "seeds"}
             if unknown:
-                raise ConfigError(f"[arms.{name}] may only override [model] and [train]; remove {sorted(unknown)}")
+                raise ConfigError(f"[arms.{name}] may only override [model], [train] and seeds; remove {sorted(unknown)}")
             if name in RESERVED:
                 raise ConfigError(f"[arms.{name}]: '{name}' names a folder of the experiment's output; rename the arm")
         settings = build(StudySettings, tables["experiment"], "experiment")
@@ -72,6 +72,13 @@ class Study:
             raise ConfigError(f"experiment.baseline = {settings.baseline!r} is not an arm; arms are {sorted(arms)}")
         if not settings.seeds or settings.workers < 1:
             raise ConfigError("experiment.seeds needs at least one seed and experiment.workers must be >= 1")
+        for name, arm in arms.items():
+            if "seeds" in arm and (not arm["seeds"] or not set(arm["seeds"]) <= set(settings.seeds)):
+                raise ConfigError(f"arms.{name}.seeds = {arm['seeds']} must be a non-empty subset of experiment.seeds "
+                                  f"{list(settings.seeds)}: each of its seeds is paired with the baseline's")
+        if "seeds" in arms[settings.baseline]:
+            raise ConfigError(f"the baseline arm '{settings.baseline}' trains every seed of experiment.seeds; "
+                              "remove its seeds")
         study = cls(run=run, arms=arms, settings=settings, gates=build(GateSettings, tables["gates"], "gates"),
                     suite=SuiteSettings.from_dict(tables["suite"]),
                     tasks=build(TaskSettings, tasks, "tasks") if tasks is not None else None,
@@ -83,6 +90,10 @@ class Study:
     @classmethod
     def load(cls, path: str | Path) -> "Study":
         return cls.from_dict(read_toml(path))
+
+    def seeds_of(self, arm: str) -> tuple[int, ...]:
+        """The arm's training seeds: its own `seeds`, else experiment.seeds."""
+        return tuple(self.arms[arm].get("seeds", self.settings.seeds))
 
     def run_config(self, arm: str, seed: int, out_dir: Path, data_dir: Path | None = None,
                    train_overrides: dict | None = None, model_overrides: dict | None = None) -> RunConfig:
@@ -118,12 +129,12 @@ def reproduce(study: Study, out_dir: str | Path, device: str | None = None) -> P
     """Train every arm and seed, the toy tasks, then compare: DIR/paper/report.md (+ DIR/timing.json)."""
     out_dir = output_dir(out_dir, "--out folder")
     device = device or study.run.train.device
-    seeds, settings = study.settings.seeds, study.settings
+    settings = study.settings
 
     def configs_for(data_dir: Path | None, runs_dir: Path, train_overrides: dict | None = None,
                     model_overrides: dict | None = None) -> dict[str, dict[int, RunConfig]]:
         return {arm: {s: study.run_config(arm, s, runs_dir, data_dir, train_overrides, model_overrides)
-                      for s in seeds} for arm in study.arms}
+                      for s in study.seeds_of(arm)} for arm in study.arms}
 
     timing: dict[str, float] = {}
     started = time.perf_counter()
