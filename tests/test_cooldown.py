@@ -53,9 +53,8 @@ def test_compare_matches_annealed_checkpoints_and_trains_the_cooldowns_it_needs(
     lower loss, is further from the level)."""
     import json
 
-    from test_reproduce import TOY_SUITE
-
     from futuretoken.study import compare_runs
+    from test_reproduce import TOY_SUITE
 
     common = dict(schedule="wsd", warmup_steps=2, decay_steps=4, ckpt_interval=2, keep_every=2, eval_interval=4,
                   lr=1e-2)

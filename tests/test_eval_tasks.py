@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import futuretoken as ft
 from futuretoken.config import RunConfig
@@ -144,3 +145,24 @@ def test_pathstar_outcomes_per_held_out_graph(tmp_path):
     model = tiny("gpt", load_tokenizer(data))
     out = pathstar_outcomes(model, TaskSettings(n_eval=3, star_degree=2, star_length=2, star_labels=20))
     assert list(out) == ["degree 2, length 2"] and len(out["degree 2, length 2"]) == 3
+
+
+def test_answer_loss_is_the_naive_per_problem_loss_over_answer_tokens(countdown_data):
+    """Batched with right padding, it equals a plain loop that scores each problem alone, token by token."""
+    import torch.nn.functional as F
+
+    from futuretoken.eval.countdown import countdown_answers
+    from futuretoken.eval.tasks import answer_loss
+
+    tok = load_tokenizer(countdown_data)
+    model = tiny("ftp", tok)
+    pairs = countdown_answers(TaskSettings(n_eval=7, difficulties=(2,), max_number=12))
+    total, count = 0.0, 0
+    for prompt, answer in pairs:
+        head, full = [tok.eot_token, *tok.encode(prompt)], [tok.eot_token, *tok.encode(f"{prompt} {answer}\n")]
+        with torch.no_grad():
+            logits = model(torch.tensor([full])).logits[0].float()  # (L, V)
+        for i in range(len(head), len(full)):  # token i is predicted at position i - 1
+            total += float(F.cross_entropy(logits[i - 1 : i], torch.tensor([full[i]])))
+            count += 1
+    assert answer_loss(model, pairs, batch_size=3) == pytest.approx(total / count, rel=1e-5)

@@ -91,6 +91,12 @@ def test_reproduce_trains_arms_and_seeds_and_the_tasks(data_dir, tmp_path):
             assert len(per_seed) == 2 and len(task["correct"]["ftp"][setting][0]) == 5
         assert task["equal_compute"]["ftp"]["steps"] == [2, 2]  # FTP costs more per step than GPT
     assert any(r["claim"] == "E6 countdown" for r in results["rows"])
+    e6 = [r for r in results["rows"] if r["claim"] == "E6 countdown" and r["arm"] == "ftp"]
+    headline = [r for r in e6 if r["primary"]]
+    assert [r["label"] for r in headline] == ["E6 countdown: pass@1, 2 numbers, at matched answer loss"]
+    assert any(r["label"].endswith("equal tokens") and not r["primary"] for r in e6)
+    m = tasks["E6 countdown"]["matched_loss"]["ftp"]
+    assert len(m["steps"]) == len(m["baseline_steps"]) == 2 and all(loss > 0 for loss in m["loss"])
     assert "Wall time of this call" in report.read_text()
     assert (tmp_path / "out" / "ftp-learned" / "seed-1" / "checkpoints").is_dir()
     assert not (tmp_path / "out" / "ftp-learned" / "seed-0").exists()

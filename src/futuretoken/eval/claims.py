@@ -163,8 +163,10 @@ def claim_rows(pairs: Mapping[str, Sequence[dict]], experiments: Sequence[Experi
 
 
 def task_rows(tasks: Mapping[str, dict], baseline: str, settings: GateSettings, margin: float = 0.05) -> list[dict]:
-    """Verdict rows of the toy tasks (E6/E7): per task, setting and non-baseline arm, pass@1 per seed
-    at equal training tokens; valid only if the baseline is off the floor at the easiest setting."""
+    """Verdict rows of the toy tasks (E6/E7): per task, setting and non-baseline arm, pass@1 per seed at
+    matched next-token loss on the task's answers (the headline, primary at the easiest setting of a
+    primary task) when measured, and at equal training tokens (then secondary); valid only if the
+    baseline is off the floor at the easiest setting."""
     primary = {t.name: t.primary for t in registry.TASKS}
     rows = []
     for task, result in tasks.items():
@@ -174,18 +176,24 @@ def task_rows(tasks: Mapping[str, dict], baseline: str, settings: GateSettings, 
         floor = float(np.mean(per_arm[baseline][easiest]))
         why = [] if floor >= settings.task_floor else [
             f"{baseline} pass@1 {floor:.2f} at the easiest setting ({easiest}) is below {settings.task_floor}"]
+        matched = result.get("matched_loss")
         correct, seeds = result.get("correct"), result.get("seeds")
         for setting in settings_order:
+            headline = setting == easiest and primary.get(task, False)
             for arm in per_arm:
                 if arm == baseline:
                     continue
+                if matched is not None:
+                    m = matched[arm]
+                    rows.append(verdict_row(task, f"{task}: pass@1, {setting}, at matched answer loss", arm, headline,
+                                            m[setting], m["baseline"][setting], margin, list(why), None))
                 # The baseline's entries of the arm's seeds (an arm may have fewer; older results: the same seeds).
                 pick = [seeds[baseline].index(s) for s in seeds[arm]] if seeds else range(len(per_arm[arm][setting]))
                 base_pass = [per_arm[baseline][setting][i] for i in pick]
                 exact = [stats.mcnemar_exact(a, correct[baseline][setting][i]) for a, i in
                          zip(correct[arm][setting], pick)] if correct else None
-                rows.append(verdict_row(task, f"{task}: pass@1, {setting}", arm,
-                                        setting == easiest and primary.get(task, False), per_arm[arm][setting],
+                label = f"{task}: pass@1, {setting}" + (", equal tokens" if matched is not None else "")
+                rows.append(verdict_row(task, label, arm, headline and matched is None, per_arm[arm][setting],
                                         base_pass, margin, list(why), exact))
     return rows
 

@@ -248,16 +248,27 @@ def complete_greedy(model, prompts: Sequence[str], max_new_tokens: int, batch_si
 
 
 # --- E6 as a task of the comparison ----------------------------------------------------------------
+def held_out_problems(settings: TaskSettings, difficulty: int) -> list[Problem]:
+    """The `n_eval` unique evaluation-split problems of one difficulty that every model is scored on."""
+    return unique(iter_problems(settings.seed + 1000 + difficulty, (difficulty,), "eval",
+                                max_number=settings.max_number), lambda p: p.prompt, settings.n_eval)
+
+
 def countdown_outcomes(model, settings: TaskSettings) -> dict[str, list[bool]]:
     """{"N numbers": [solved?] per held-out problem} for greedy completions, easiest first."""
     out = {}
     for d in settings.difficulties:
-        problems = unique(iter_problems(settings.seed + 1000 + d, (d,), "eval", max_number=settings.max_number),
-                          lambda p: p.prompt, settings.n_eval)
+        problems = held_out_problems(settings, d)
         programs = complete_greedy(model, [p.prompt for p in problems], max_new_tokens=48)
         out[f"{d} numbers"] = score_many(problems, programs)
     return out
 
 
+def countdown_answers(settings: TaskSettings) -> list[tuple[str, str]]:
+    """(prompt, reference program) of the easiest setting's held-out problems: the matched-loss yardstick."""
+    return [(p.prompt, p.solution) for p in held_out_problems(settings, settings.difficulties[0])]
+
+
 TASK = Task("countdown", "E6 countdown", prepare_countdown_corpus,
-            lambda s: dict(difficulties=s.difficulties, max_number=s.max_number), countdown_outcomes, primary=True)
+            lambda s: dict(difficulties=s.difficulties, max_number=s.max_number), countdown_outcomes, primary=True,
+            answers=countdown_answers)

@@ -72,3 +72,5 @@ class Task:
     corpus_args: Callable[[Any], dict]
     outcomes: Callable[[Any, Any], dict[str, list[bool]]]
     primary: bool  # the easiest setting's pass@1 is in the Holm family
+    answers: Callable[[Any], list[tuple[str, str]]] | None = None  # settings -> held-out (prompt, answer): the
+    # next-token loss on the answers' tokens pairs checkpoints at matched loss (eval/tasks.py answer_loss)

@@ -93,15 +93,20 @@ def prepare_pathstar_corpus(out_dir: str | Path, n_docs: int = 50_000, seed: int
 
 
 # --- E7 as a task of the comparison ----------------------------------------------------------------
+def held_out_graphs(settings: TaskSettings) -> list[tuple[str, str]]:
+    """The `n_eval` unique (prompt, answer) graphs every model is scored on (a seed the corpus never uses)."""
+    return unique(iter_graphs(settings.seed + 2000, ((settings.star_degree, settings.star_length),),
+                              settings.star_labels), lambda g: g[0], settings.n_eval)
+
+
 def pathstar_outcomes(model, settings: TaskSettings) -> dict[str, list[bool]]:
     """{"degree D, length L": [path exact?] per held-out graph}."""
     degree, length = settings.star_degree, settings.star_length
-    graphs = unique(iter_graphs(settings.seed + 2000, ((degree, length),), settings.star_labels), lambda g: g[0],
-                    settings.n_eval)
+    graphs = held_out_graphs(settings)
     outputs = complete_greedy(model, [p for p, _ in graphs], max_new_tokens=3 * (length + 1) + 4)
     return {f"degree {degree}, length {length}": [o == a for o, (_, a) in zip(outputs, graphs)]}
 
 
 TASK = Task("pathstar", "E7 path-star", prepare_pathstar_corpus,
             lambda s: dict(settings=((s.star_degree, s.star_length),), n_labels=s.star_labels), pathstar_outcomes,
-            primary=False)
+            primary=False, answers=held_out_graphs)

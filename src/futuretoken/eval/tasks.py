@@ -6,6 +6,9 @@ seed is trained on the same generated stream (study/tasks.py), then scored probl
   invalid at this scale.
 - Problems: `n_eval` unique held-out problems per setting (countdown: specs of the evaluation
   split, never in the training stream; path-star: random graphs from a separate seed).
+- Matched loss (the headline, as for every other claim): each arm's and the baseline's kept
+  checkpoints whose next-token loss on the answers of the held-out problems (the task's own
+  loss: the program or path tokens after the prompt) is matched, by eval/matched.py's rule.
 - Equal tokens: every arm at its last checkpoint (the same number of training tokens).
   Equal compute: each non-baseline arm also at its kept checkpoint whose training FLOPs are
   closest to (not above) the baseline's at the end of training.
@@ -19,10 +22,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
 from ..checkpoint import checkpoint_step, list_checkpoints, load_model
 from ..config import RunConfig
 from ..model import training_flops_per_token
 from ..storage import atomic_write
+from .matched import pick_matched_pair
 
 
 @dataclass
@@ -55,6 +62,47 @@ def equal_compute_checkpoint(run_dir: Path, cfg: RunConfig, budget_flops: float)
     return (kept or list_checkpoints(run_dir)[:1])[-1]
 
 
+@torch.no_grad()
+def answer_loss(model, pairs: list[tuple[str, str]], batch_size: int = 64) -> float:
+    """Mean next-token cross-entropy over the answer tokens (answer and newline) of held-out (prompt, answer)
+    pairs, each line after end-of-text as in training: the task's own loss, which pairs checkpoints."""
+    tok = model.tokenizer
+    rows, starts = [], []
+    for prompt, answer in pairs:
+        head, full = [tok.eot_token, *tok.encode(prompt)], [tok.eot_token, *tok.encode(f"{prompt} {answer}\n")]
+        if full[: len(head)] != head:
+            raise ValueError(f"the tokenizer merges across the end of the prompt {prompt!r}: its answer has no own tokens")
+        rows.append(full)
+        starts.append(len(head))
+    device, total, count = model.head_weight.device, 0.0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        for b in range(0, len(rows), batch_size):
+            chunk, first = rows[b : b + batch_size], starts[b : b + batch_size]
+            idx = torch.full((len(chunk), max(map(len, chunk))), tok.eot_token)  # (b, L) right-padded
+            targets = torch.full_like(idx, -100)  # (b, L): the answer's tokens only
+            for r, (row, start) in enumerate(zip(chunk, first)):
+                idx[r, : len(row)] = torch.tensor(row)
+                targets[r, start - 1 : len(row) - 1] = torch.tensor(row[start:])
+            logits = model(idx.to(device)).logits.float()  # (b, L, V)
+            total += float(F.cross_entropy(logits.flatten(0, 1), targets.flatten().to(device), reduction="sum"))
+            count += int((targets != -100).sum())
+    finally:
+        model.train(was_training)
+    return total / count
+
+
+def _answer_loss_of(ckpt: Path, pairs: list[tuple[str, str]], device: str, cache: Path) -> float:
+    """answer_loss of one checkpoint, cached beside its outcomes."""
+    path = cache / f"{ckpt.parent.parent.parent.name}-{ckpt.parent.parent.name}-{ckpt.name}-answer-loss.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    loss = answer_loss(load_model(ckpt, device), pairs)
+    atomic_write(path, json.dumps(loss))
+    return loss
+
+
 def _outcomes_of(ckpt: Path, outcomes, settings: TaskSettings, device: str, cache: Path) -> dict[str, list[bool]]:
     """Per-problem outcomes of one checkpoint, cached (a later call, e.g. after an interruption, reads them)."""
     path = cache / f"{ckpt.parent.parent.parent.name}-{ckpt.parent.parent.name}-{ckpt.name}.json"
@@ -69,15 +117,18 @@ Outcomes = Callable[[object, TaskSettings], dict[str, list[bool]]]
 
 
 def score_arms(configs: Mapping[str, Mapping[int, RunConfig]], baseline: str, outcomes: Outcomes,
-               settings: TaskSettings, device: str, cache: Path) -> dict:
+               settings: TaskSettings, device: str, cache: Path,
+               answers: list[tuple[str, str]] | None = None) -> dict:
     """Every arm and seed at its last checkpoint (equal tokens) and, beside the baseline, at equal compute:
     {"n_eval", "max_steps", "seeds": {arm: [its seeds, in the order of every per-seed list]},
     "pass_at_1": {arm: {setting: [per seed]}}, "correct": per-problem outcomes,
-    "equal_compute": {arm: {"steps": [...], setting: [per seed]}}}."""
+    "equal_compute": {arm: {"steps": [...], setting: [per seed]}}, and with `answers` (held-out prompt,
+    answer) "matched_loss": {arm: {"steps", "baseline_steps", "loss", "baseline_loss": [per seed],
+    setting: [per seed], "baseline": {setting: [per seed]}}}}."""
     base_cfg = next(iter(configs[baseline].values()))
     base_flops = training_flops(base_cfg, base_cfg.train.max_steps)
     result = {"n_eval": settings.n_eval, "max_steps": settings.max_steps, "seeds": {}, "pass_at_1": {},
-              "correct": {}, "equal_compute": {}}
+              "correct": {}, "equal_compute": {}, **({"matched_loss": {}} if answers is not None else {})}
     for arm, by_seed in configs.items():
         result["seeds"][arm] = sorted(by_seed)
         result["pass_at_1"][arm], result["correct"][arm] = {}, {}
@@ -87,6 +138,9 @@ def score_arms(configs: Mapping[str, Mapping[int, RunConfig]], baseline: str, ou
             for setting, ok in solved.items():
                 result["correct"][arm].setdefault(setting, []).append(ok)
                 result["pass_at_1"][arm].setdefault(setting, []).append(sum(ok) / len(ok))
+            if arm != baseline and answers is not None:
+                _matched_loss_entry(result, arm, baseline, run, Path(configs[baseline][seed].train.out_dir), answers,
+                                    outcomes, settings, device, cache)
             if arm != baseline:
                 ckpt = equal_compute_checkpoint(run, cfg, base_flops)
                 same = _outcomes_of(ckpt, outcomes, settings, device, cache)
@@ -95,3 +149,23 @@ def score_arms(configs: Mapping[str, Mapping[int, RunConfig]], baseline: str, ou
                 for setting, ok in same.items():
                     entry.setdefault(setting, []).append(sum(ok) / len(ok))
     return result
+
+
+def _matched_loss_entry(result: dict, arm: str, baseline: str, run: Path, base_run: Path,
+                        answers: list[tuple[str, str]], outcomes: Outcomes, settings: TaskSettings, device: str,
+                        cache: Path) -> None:
+    """One seed of an arm at matched answer loss: the pair of kept checkpoints (arm, baseline) whose losses
+    on the held-out answers match, and both models' pass@1 there."""
+    losses = [{checkpoint_step(c): _answer_loss_of(c, answers, device, cache) for c in list_checkpoints(r)}
+              for r in (run, base_run)]
+    pair = pick_matched_pair(*losses)
+    entry = result["matched_loss"].setdefault(arm, {"steps": [], "baseline_steps": [], "loss": [],
+                                                    "baseline_loss": [], "baseline": {}})
+    for key, value in (("steps", pair.step_a), ("baseline_steps", pair.step_b), ("loss", pair.loss_a),
+                       ("baseline_loss", pair.loss_b)):
+        entry[key].append(value)
+    for side, r, step in (("arm", run, pair.step_a), ("baseline", base_run, pair.step_b)):
+        ckpt = next(c for c in list_checkpoints(r) if checkpoint_step(c) == step)
+        for setting, ok in _outcomes_of(ckpt, outcomes, settings, device, cache).items():
+            target = entry if side == "arm" else entry["baseline"]
+            target.setdefault(setting, []).append(sum(ok) / len(ok))

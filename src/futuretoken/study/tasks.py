@@ -33,5 +33,7 @@ def run_tasks(settings: TaskSettings, configs_for: ConfigsFor, baseline: str, wo
         configs = configs_for(data_dir, task_dir / "runs", train_overrides, {"block_size": settings.block_size})
         configs = {arm: by_seed for arm, by_seed in configs.items() if not settings.arms or arm in settings.arms}
         train_all([cfg for by_seed in configs.values() for cfg in by_seed.values()], workers)
-        results[task.name] = score_arms(configs, baseline, task.outcomes, settings, device, task_dir / "outcomes")
+        answers = task.answers(settings) if task.answers is not None else None
+        results[task.name] = score_arms(configs, baseline, task.outcomes, settings, device, task_dir / "outcomes",
+                                        answers)
     return results
