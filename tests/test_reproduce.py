@@ -5,7 +5,9 @@ import json
 
 import pytest
 
+import futuretoken as ft
 from conftest import run_config
+from futuretoken.checkpoint import CheckpointError, run_data_dir
 from futuretoken.config import ConfigError
 from futuretoken.eval.coherence import EXPERIMENT as COHERENCE
 from futuretoken.eval.suite import SuiteSettings
@@ -34,6 +36,13 @@ def test_compare_writes_gates_claims_and_plots_and_resumes_from_its_cache(traine
     assert (tmp_path / "claims.png").stat().st_size > 5_000 and (tmp_path / "training.png").stat().st_size > 5_000
     cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
     assert any(n.startswith("measure-ftp-s0-8") for n in cached)
+    model = ft.load(tmp_path / "models" / "ftp-seed0")  # the compared checkpoint, weights only
+    assert model.model_type == "ftp" and model.tokenizer is not None
+    assert sum(f.stat().st_size for f in (tmp_path / "models").rglob("*") if f.is_file()) < 10e6
+    assert set(results["models"]) == {"ftp-seed0", "gpt-seed0-matched-to-ftp"} and "## Models" in text
+    with pytest.raises(CheckpointError, match="exported weights only"):
+        ft.train(run_config(run_data_dir(tmp_path / "models" / "ftp-seed0"), tmp_path / "models" / "ftp-seed0"),
+                 resume=True)
     again = compare_runs(runs, "gpt", tmp_path, TOY_SUITE, device="cpu")  # everything read back from the cache
     assert json.loads((tmp_path / "results.json").read_text())["rows"] == results["rows"]
     assert again.read_text() == text

@@ -41,6 +41,7 @@ from .layout import (
     temporary_checkpoint_path,
 )
 from .load import TRAINER_STATE_FIX, dcp_load, load_full_model_state, load_model, load_trainer_state, run_tokenizer
+from .portable import export_weights
 from .runs import read_metrics, read_run_record, run_data_dir
 from .verify import (
     CheckedCheckpoint,
@@ -59,7 +60,7 @@ from .verify import (
 
 __all__ = [
     "FORMAT_VERSION", "META", "RUN_RECORD", "PREFIX", "REQUIRED_FILES", "TRAINER_STATE_FIX", "CheckedCheckpoint", "CheckpointError",
-    "StoredTensor", "check_dcp_storage", "check_resumable", "checked_config", "checkpoint_name", "checkpoint_step", "dcp_load",
+    "StoredTensor", "check_dcp_storage", "check_resumable", "checked_config", "checkpoint_name", "checkpoint_step", "dcp_load", "export_weights",
     "finish_checkpoint", "latest_valid_checkpoint", "list_checkpoints", "load_full_model_state", "load_model",
     "load_trainer_state", "output_dir", "read_checkpoint", "read_dcp_metadata", "read_meta", "read_metrics", "read_run_record",
     "remove_checkpoint", "resolve_checkpoint", "run_data_dir", "run_tokenizer", "save_checkpoint", "stored_dtype",

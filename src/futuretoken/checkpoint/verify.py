@@ -295,6 +295,9 @@ def check_resumable(ckpt: Path, model_type: str, model_config: ModelConfig, data
     """A training of `model_type` with `model_config` on data `data_sha256` can continue from `ckpt`
     (a launch that shards with FSDP when `sharded`): otherwise a CheckpointError says what differs."""
     meta, saved_config, _ = read_checkpoint(ckpt, verify=False)  # the caller has just verified it
+    if meta.get("weights_only"):
+        raise CheckpointError(f"{ckpt} holds exported weights only (no optimizer state): training cannot resume "
+                              "from it. Fix: resume the run it was exported from, or start a new run")
     if meta["model_type"] != model_type:
         raise CheckpointError(
             f"{ckpt} holds a '{meta['model_type']}' model but the config trains '{model_type}'; "

@@ -220,6 +220,16 @@ def summary(results: dict) -> list[str]:
     return lines
 
 
+def models_section(results: dict) -> list[str]:
+    """The exported compared models (weights only, loadable with ft.load), when the comparison wrote them."""
+    models = results.get("models")
+    if not models:
+        return []
+    return ["", "## Models", "", "The compared checkpoints of each arm's first seed, weights and tokenizer only, beside "
+            "this report: `futuretoken.load(\"models/NAME\")` loads one.", "",
+            markdown_table(["models/NAME", "what it is"], [[k, v] for k, v in models.items()])]
+
+
 def margins_table(results: dict) -> list[str]:
     """Each claim's margin and why it has that size (results from before margins were recorded: nothing)."""
     margins = results.get("margins")
@@ -285,6 +295,7 @@ def render_report(results: dict) -> str:
         "## Controls", "",
     ]
     lines += controls(results)
+    lines += models_section(results)
     lines += ["", "![claims](claims.png)", "", "![training](training.png)", ""]
     return "\n".join(lines)
 

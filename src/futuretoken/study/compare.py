@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..checkpoint import list_checkpoints, output_dir, read_metrics, read_run_record, run_data_dir
+from ..checkpoint import export_weights, list_checkpoints, output_dir, read_metrics, read_run_record, run_data_dir
 from ..config import ModelConfig
 from ..devices import resolve_device
 from ..eval import claims as C
@@ -167,6 +167,19 @@ class Comparison:
                 pairs[arm].append({"arm": a, "baseline": b, "gates": C.pair_gates(a, b, self.data.ngram, self.gates)})
         return pairs
 
+    def export_models(self, matched: dict[str, dict[int, MatchedPair]], folder: Path) -> dict[str, str]:
+        """The compared checkpoints of each arm's first seed, weights only (checkpoint/portable.py), loadable with
+        ft.load: FOLDER/ARM-seedS and FOLDER/BASELINE-seedS-matched-to-ARM. Returns name -> what it is."""
+        out = {}
+        for arm, by_seed in matched.items():
+            seed = min(by_seed)
+            pair = by_seed[seed]
+            for name, side, step in ((f"{arm}-seed{seed}", arm, pair.step_a),
+                                     (f"{self.baseline}-seed{seed}-matched-to-{arm}", self.baseline, pair.step_b)):
+                export_weights(self.checkpoint(side, seed, step), folder / name)
+                out[name] = f"{side}, seed {seed}: {self.candidates[side][seed][step].schedule}"
+        return out
+
     def calibration(self, judge) -> dict:
         """E4's references (real continuation, another document's, word salad), judged once."""
         if not self.cache.has("coherence-calibration"):
@@ -260,6 +273,7 @@ def compare_runs(runs: Runs, baseline: str, out_dir: str | Path, settings: Suite
     }
     if calibration is not None:
         results["coherence_calibration"] = calibration
+    results["models"] = cmp.export_models(matched, out_dir / "models")
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     plot_comparison(results, out_dir)
     report = out_dir / "report.md"
