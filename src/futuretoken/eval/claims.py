@@ -121,6 +121,14 @@ def floor_problem(claim: Claim, who: str, values: Sequence[float], floors: Seque
     return (f"{who}'s {claim.key} {mean:.4g} does not clear its floor ({what}) {floor:.4g} by the margin {margin:g}")
 
 
+def _floor_of(key: str, model: str, floors: Mapping[str, Sequence[dict]],
+              references: Mapping[str, Result]) -> tuple[list[Result], str]:
+    """An experiment's floor results for one compared model, and what they are."""
+    if key in references:
+        return [references[key]], "reference"
+    return [f[key] for f in floors.get(model, ()) if key in f], "random init"
+
+
 def claim_rows(pairs: Mapping[str, Sequence[dict]], experiments: Sequence[Experiment] | None = None,
                margins: Mapping[str, Margin] | None = None, floors: Mapping[str, Sequence[dict]] | None = None,
                references: Mapping[str, Result] | None = None, baseline: str = "baseline") -> list[dict]:
@@ -148,12 +156,8 @@ def claim_rows(pairs: Mapping[str, Sequence[dict]], experiments: Sequence[Experi
                 if claim.condition is not None:
                     why += sorted({r for r in map(claim.condition, a, b) if r})
                 for who, name, values in (("the arm", arm, va), ("the baseline", baseline, vb)):
-                    if experiment.key in references:
-                        floor_refs, what = [references[experiment.key]], "reference"
-                    else:
-                        floor_refs = [f[experiment.key] for f in floors.get(name, ()) if experiment.key in f]
-                        what = "random init"
-                    problem = floor_problem(claim, who, values, floor_refs, margin.value, what)
+                    refs, what = _floor_of(experiment.key, name, floors, references)
+                    problem = floor_problem(claim, who, values, refs, margin.value, what)
                     if problem:
                         why.append(problem)
                 row = verdict_row(claim.key, claim.label, arm, claim.primary, va, vb, margin.value, why,
