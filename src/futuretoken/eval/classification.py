@@ -140,7 +140,7 @@ def nested_cv(make_features, X, labels: Sequence[int], groups: Sequence | None =
                          f"{None if g is None else len(g)}")
     counts = _check_classes(y, g, folds, inner_folds)
     correct = np.zeros(len(y), dtype=bool)
-    fold_accuracy, chosen, edges = [], [], []
+    fold_accuracy, chosen, edges, unconverged = [], [], [], []
     # These fits are small: BLAS / OpenMP threads cost more in synchronisation than they save
     # (lbfgs ran 10x slower with two threads on a busy 2-core machine), so they run on one.
     with threadpool_limits(1):
@@ -154,8 +154,10 @@ def nested_cv(make_features, X, labels: Sequence[int], groups: Sequence | None =
             fold_accuracy.append(float(correct[test].mean()))
             chosen.append(float(np.ravel(probe.C_)[0]))
             edges.append(chosen[-1] in (grid[0], grid[-1]))
+            unconverged.append(probe.not_converged_)
     chance = float(counts.max() / counts.sum())
     return {"accuracy": float(correct.mean()), "folds": fold_accuracy, "chosen_C": chosen, "C_at_edge": edges,
+            "not_converged": unconverged,  # per outer fold: inner fits lbfgs stopped at max_iter
             "correct": correct.tolist(), "chance": chance, "above_chance": above_chance(correct, chance)}
 
 
@@ -168,7 +170,7 @@ def _fit_off_the_edges(Cs: Sequence[float], inner: list, max_iter: int, X, y):
     is a plateau, where C no longer matters). Returns (probe, final grid)."""
     grid = sorted(float(c) for c in Cs)
     for _ in range(GRID_GROWTH):
-        probe = _logistic_cv(grid, inner, max_iter).fit(X, y)
+        probe = _fit_quietly(_logistic_cv(grid, inner, max_iter), X, y)
         scores = _inner_scores(probe, len(grid))
         c = float(np.ravel(probe.C_)[0])
         if c == grid[-1] and scores[-1] > scores[-2]:
@@ -177,7 +179,24 @@ def _fit_off_the_edges(Cs: Sequence[float], inner: list, max_iter: int, X, y):
             grid = [grid[0] / 100, grid[0] / 10] + grid
         else:
             return probe, grid
-    return _logistic_cv(grid, inner, max_iter).fit(X, y), grid
+    return _fit_quietly(_logistic_cv(grid, inner, max_iter), X, y), grid
+
+
+def _fit_quietly(probe, X, y):
+    """Fit, with lbfgs's non-convergence at the weakest regularisation (large C on near-separable
+    features, where the grid grows) counted on the probe instead of printed once per fit."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        probe.fit(X, y)
+    probe.not_converged_ = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+    for w in caught:  # anything else is shown as usual
+        if not issubclass(w.category, ConvergenceWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return probe
 
 
 def _inner_scores(probe, n_cs: int) -> np.ndarray:
