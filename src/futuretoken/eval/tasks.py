@@ -21,6 +21,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -93,24 +94,23 @@ def answer_loss(model, pairs: list[tuple[str, str]], batch_size: int = 64) -> fl
     return total / count
 
 
-def _answer_loss_of(ckpt: Path, pairs: list[tuple[str, str]], device: str, cache: Path) -> float:
-    """answer_loss of one checkpoint, cached beside its outcomes."""
-    path = cache / f"{ckpt.parent.parent.parent.name}-{ckpt.parent.parent.name}-{ckpt.name}-answer-loss.json"
+def _per_checkpoint(ckpt: Path, what: str, cache: Path, compute: Callable[[], Any]) -> Any:
+    """`compute()` of one checkpoint, cached as JSON (a later call, e.g. after an interruption, reads it)."""
+    path = cache / f"{ckpt.parent.parent.parent.name}-{ckpt.parent.parent.name}-{ckpt.name}{what}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    loss = answer_loss(load_model(ckpt, device), pairs)
-    atomic_write(path, json.dumps(loss))
-    return loss
+    result = compute()
+    atomic_write(path, json.dumps(result))
+    return result
+
+
+def _answer_loss_of(ckpt: Path, pairs: list[tuple[str, str]], device: str, cache: Path) -> float:
+    return _per_checkpoint(ckpt, "-answer-loss", cache, lambda: answer_loss(load_model(ckpt, device), pairs))
 
 
 def _outcomes_of(ckpt: Path, outcomes, settings: TaskSettings, device: str, cache: Path) -> dict[str, list[bool]]:
-    """Per-problem outcomes of one checkpoint, cached (a later call, e.g. after an interruption, reads them)."""
-    path = cache / f"{ckpt.parent.parent.parent.name}-{ckpt.parent.parent.name}-{ckpt.name}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    result = outcomes(load_model(ckpt, device), settings)
-    atomic_write(path, json.dumps(result))
-    return result
+    """Per-problem outcomes of one checkpoint."""
+    return _per_checkpoint(ckpt, "", cache, lambda: outcomes(load_model(ckpt, device), settings))
 
 
 Outcomes = Callable[[object, TaskSettings], dict[str, list[bool]]]
