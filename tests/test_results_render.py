@@ -26,3 +26,13 @@ def test_committed_report_rerenders_the_same(folder):
     assert results["schema"] == RESULTS_SCHEMA
     committed = (folder / "report.md").read_text().split("\nWall time of this call")[0]  # reproduce appends it
     assert render_report(results).rstrip() == committed.rstrip()
+
+
+def test_the_demo_report_opens_with_what_it_cannot_show_and_the_committed_verdicts(tmp_path):
+    from futuretoken.demo import COMMITTED, committed_verdicts
+
+    lines = "\n".join(committed_verdicts())
+    assert "not to decide a claim" in lines and "results/calibration-demo-wsd" in lines
+    rows = read_results(COMMITTED)["rows"]
+    assert all(f"| {r['label']} | {r['arm']} | {r['verdict']} |" in lines for r in rows)
+    assert "| claim |" not in "\n".join(committed_verdicts(tmp_path))  # a copy without results: the text alone
