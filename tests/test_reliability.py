@@ -94,7 +94,7 @@ def straight(data_dir, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("kills", [[3], [5, 8], [2, 4, 9]])  # several kills per run, between checkpoints
+@pytest.mark.parametrize("kills", [[2, 4, 9]])  # several kills per run, between checkpoints (one: test_train)
 def test_repeated_sigkill_then_resume_gives_the_same_final_weights(data_dir, straight, tmp_path, kills):
     out = tmp_path / "run"
     for step in kills:

@@ -44,7 +44,7 @@ def write_toml(cfg: RunConfig, path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("model", ["ftp", "gpt"])
+@pytest.mark.parametrize("model", ["ftp"])  # GPT runs the same loop; FTP adds the decoder and its RNG use
 def test_sigkill_then_resume_reproduces_losses_exactly(data_dir, tmp_path, model, device):
     # CUDA kernels are only bit-reproducible with deterministic algorithms (train.deterministic).
     config = write_toml(run_config(data_dir, tmp_path / "x", model, device=device.type,
