@@ -76,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="CPU-sized settings (the demo's)")
     p.add_argument("--device", default="auto")
 
-    bench = sub.add_parser("bench", help="measured speed: generation strategies, training throughput")
+    bench = sub.add_parser("bench", help="measured speed: generation strategies, training throughput",
+                           description="Runs with OMP_WAIT_POLICY=PASSIVE unless it is set (spinning OpenMP threads "
+                                       "distort timings on a shared CPU); the JSON records the threads, the wait "
+                                       "policy and the load average.")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     p = bench_sub.add_parser("train", help="GPT vs FTP training: step time, tokens/s, MFU, peak memory")
     p.add_argument("--preset", default="tiny")
@@ -266,6 +269,11 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if argv is None and args.command == "bench" and "OMP_WAIT_POLICY" not in os.environ:
+        # OpenMP reads its wait policy once, when torch loads it (already done here): start again with
+        # PASSIVE, whose threads sleep while they wait (spinning ones made 2 threads 5x slower under load).
+        os.execve(sys.executable, [sys.executable, "-m", "futuretoken.cli", *sys.argv[1:]],
+                  {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     try:
         COMMANDS[args.command](args)
     except (ValueError, RuntimeError, OSError, KeyError) as err:  # OSError: a full disk, a file in the way

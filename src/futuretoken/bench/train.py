@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from ..training.objective import LossModule
 from ..training.optim import make_optimizer
 from ..training.parallelize import parallelize
 from ..training.step import TrainStep
-from .env import environment
+from .env import WAIT_POLICY, environment
 
 # Dense bf16 tensor-core peaks (FLOP/s), from the vendors' data sheets.
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
@@ -125,6 +126,11 @@ def measure(model_type: str, preset: str, batch_size: int, decoder_fraction: flo
             "memory_kind": "max allocated (CUDA)" if device.type == "cuda" else "peak RSS of the process"}
 
 
+def child_env() -> dict[str, str]:
+    """The environment of a measuring child: OpenMP threads that sleep while they wait, unless set otherwise."""
+    return {**os.environ, WAIT_POLICY: os.environ.get(WAIT_POLICY, "PASSIVE")}
+
+
 def bench_train(preset: str, batch_size: int, steps: int, warmup: int, compile: bool, device_name: str) -> dict:
     ModelConfig.preset(preset)  # an unknown preset is a ConfigError here, not a child's traceback
     for name, value, least in (("batch_size", batch_size, 1), ("steps", steps, 1), ("warmup", warmup, 0)):
@@ -136,7 +142,7 @@ def bench_train(preset: str, batch_size: int, steps: int, warmup: int, compile: 
                "--batch-size", str(batch_size), "--decoder-fraction", str(fraction),
                "--activation-checkpointing", checkpointing, "--loss-impl", loss_impl, "--mtp-backward", mtp_backward,
                "--steps", str(steps), "--warmup", str(warmup), "--device", device_name] + (["--compile"] if compile else [])
-        out = subprocess.run(cmd, capture_output=True, text=True)
+        out = subprocess.run(cmd, capture_output=True, text=True, env=child_env())
         if out.returncode != 0:
             raise RuntimeError(f"benchmark of {model_type} (decoder_fraction={fraction}, checkpointing={checkpointing}, "
                                f"loss {loss_impl}, head backward {mtp_backward}) "
@@ -149,7 +155,7 @@ def bench_train(preset: str, batch_size: int, steps: int, warmup: int, compile: 
         r["saved_activations_vs_gpt"] = r["saved_activation_bytes"] / gpt["saved_activation_bytes"]
     return {"benchmark": "train", **environment(torch.device(device_name)), "preset": preset,
             "batch_size": batch_size, "block_size": ModelConfig.preset(preset).block_size, "steps": steps,
-            "warmup": warmup, "compile": compile, "results": rows}
+            "warmup": warmup, "compile": compile, "child_omp_wait_policy": child_env()[WAIT_POLICY], "results": rows}
 
 
 def format_table(result: dict) -> str:
