@@ -50,11 +50,9 @@ class Encoder(nn.Module):
         positions: Tensor | None = None,  # (B, t) or (t,) position ids, each < block_size
         key_padding_mask: Tensor | None = None,  # (B, S) True for real tokens, over cached + new slots
         embeds: Tensor | None = None,  # (B, t, d) token embeddings instead of idx
-        trace: Trace | None = None,
-        n_blocks: int | None = None,
+        trace: Trace | None = None,  # records every block's input (transformers' output_hidden_states)
     ) -> Tensor:
-        """-> h: (B, t, d) after the final LayerNorm (`n_blocks`: the residual stream after the first
-        n_blocks blocks instead, without the final norm: MTP's trunk).
+        """-> h: (B, t, d) after the final LayerNorm.
 
         With `cache`, the tokens continue the cached ones: they take the next slots (per row
         when the cache rows have different lengths) and, by default, the positions that follow.
@@ -62,6 +60,26 @@ class Encoder(nn.Module):
         which has one column per key slot, S = cached slots + t; queries never attend to keys
         it marks False (nor to later slots).
         """
+        x, mask = self._inputs(idx, cache, positions, key_padding_mask, embeds)
+        return self.ln_f(self._blocks(x, cache, mask, len(self.blocks), trace))
+
+    def trunk_and_last(self, idx: Tensor | None, cache: list[KVCache] | None = None, **inputs) -> tuple[Tensor, Tensor]:
+        """(z, h): the residual stream before the last block (B, t, d), no final norm (MTP's trunk), and
+        the encoder's output h after the last block and the final norm (B, t, d). `inputs` as in forward."""
+        z, mask = self.trunk(idx, cache, return_mask=True, **inputs)
+        last = self.blocks[-1](z, cache=cache[-1] if cache else None, mask=mask)
+        return z, self.ln_f(last)
+
+    def trunk(self, idx: Tensor | None, cache: list[KVCache] | None = None, *, return_mask: bool = False,
+              positions: Tensor | None = None, key_padding_mask: Tensor | None = None, embeds: Tensor | None = None):
+        """The residual stream after every block but the last (B, t, d), before any norm (MTP's trunk)."""
+        x, mask = self._inputs(idx, cache, positions, key_padding_mask, embeds)
+        z = self._blocks(x, cache, mask, len(self.blocks) - 1)
+        return (z, mask) if return_mask else z
+
+    def _inputs(self, idx: Tensor | None, cache: list[KVCache] | None, positions: Tensor | None,
+                key_padding_mask: Tensor | None, embeds: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Token + position embeddings (B, t, d) of a pass continuing `cache`, and its attention mask."""
         x = self.wte(idx) if embeds is None else embeds  # (B, t, d)
         B, t, _ = x.shape
         past = cache[0].length if cache else 0
@@ -76,13 +94,17 @@ class Encoder(nn.Module):
             if ends is not None:
                 positions = ends[:, None] + torch.arange(t, device=x.device)  # (B, t)
         mask = self.attention_mask(B, t, cache, key_padding_mask, x.device)
-        x = self.drop(x + self.wpe(positions))  # (B, t, d)
-        for i, block in enumerate(self.blocks if n_blocks is None else self.blocks[:n_blocks]):
+        return self.drop(x + self.wpe(positions)), mask  # (B, t, d)
+
+    def _blocks(self, x: Tensor, cache: list[KVCache] | None, mask: Tensor | None, n: int,
+                trace: Trace | None = None) -> Tensor:
+        """The first n blocks on x (B, t, d), layer i using cache[i]."""
+        for i, block in enumerate(self.blocks[:n]):
             if trace is not None:
                 trace.hidden.append(x)
             x = block(x, cache=cache[i] if cache else None, mask=mask,
                       weights=trace.attentions if trace is not None else None)
-        return self.ln_f(x) if n_blocks is None else x
+        return x
 
     def attention_mask(self, B: int, t: int, cache: list[KVCache] | None, key_padding_mask: Tensor | None,
                        device) -> Tensor | None:

@@ -28,7 +28,6 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from .blocks import Block, KVCache
-from .encoder import Trace
 from .flops import block_forward_flops, encoder_forward_flops
 from .gpt import GPT
 from .loss import LossOutput, future_loss, future_targets, per_position
@@ -65,9 +64,7 @@ class MTP(GPT):
     def trunk_and_head1(self, idx: Tensor, cache: list[KVCache] | None = None, **encoder_args) -> tuple[Tensor, Tensor]:
         """idx (B, t) -> (z, h): the trunk's output z (B, t, d), the input of the encoder's last block,
         and head 1's output h (B, t, d) after the final norm (the encoder's output, as for GPT)."""
-        trace = Trace()
-        h = self.encoder(idx, cache, trace=trace, **encoder_args)
-        return trace.hidden[-1], h
+        return self.encoder.trunk_and_last(idx, cache, **encoder_args)
 
     def head_features(self, z: Tensor, k: int, cache: KVCache | None = None, mask: Tensor | None = None) -> Tensor:
         """Head k on trunk states z (B, t, d) -> features (B, t, d) after the shared final norm. Head 1
@@ -97,7 +94,7 @@ class MTP(GPT):
         params = [p for p in heads if p.requires_grad]
         if c.mtp_backward == "joint" or not torch.is_grad_enabled() or not params:
             return per_position(head_loss(self.future_features(tokens[:, :-N]), 1, N))
-        z = self.encoder(tokens[:, :-N], n_blocks=c.n_layer - 1)  # (B, T, d): the trunk, the last block's input
+        z = self.encoder.trunk(tokens[:, :-N])  # (B, T, d): the trunk, the last block's input
         total, ce_sum, n_targets = _SequentialHeads.apply(
             lambda zk, k: head_loss(self.head_features(zk, k)[:, :, None], k), N, z, *params)
         return per_position(LossOutput(total, n_targets[0].to(total.dtype), ce_sum, n_targets))
