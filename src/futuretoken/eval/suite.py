@@ -20,7 +20,7 @@ import torch
 
 from ..config import ConfigError, build
 from ..data import TokenShards, load_tokenizer
-from . import registry
+from . import coherence, registry
 from .experiment import Experiment
 from .ngram import NgramModel
 from .state_use import next_token_losses, state_ablation
@@ -133,8 +133,6 @@ def measure_floor(model, data: EvalData, settings: SuiteSettings, seed: int) -> 
 
 def score_coherence(measurement: dict, data: EvalData, settings: SuiteSettings, judge) -> bool:
     """Judge a measurement's E4 continuations in place; False when there is nothing left to score."""
-    from . import coherence
-
     e4 = measurement.get(coherence.EXPERIMENT.key)
     if e4 is None:
         return False
@@ -144,8 +142,6 @@ def score_coherence(measurement: dict, data: EvalData, settings: SuiteSettings, 
 
 def judging(data: EvalData, settings: SuiteSettings) -> bool:
     """Whether E4's continuations are judged in this process."""
-    from . import coherence
-
     return coherence.EXPERIMENT.key in data.items and settings.of(coherence.EXPERIMENT).judge
 
 

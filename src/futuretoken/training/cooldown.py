@@ -21,14 +21,13 @@ from ..checkpoint import (
     checkpoint_name,
     checkpoint_step,
     list_checkpoints,
-    read_metrics,
     read_run_record,
 )
 from ..config import RunConfig
 from ..data.tokenizer import TOKENIZER_FILE
 from ..storage import atomic_write
 from .optim import decay_steps
-from .run_folder import METRICS
+from .run_folder import METRICS, RunFolder
 
 COOLDOWNS = "cooldowns"
 
@@ -75,8 +74,8 @@ def cooldown_branch(run_dir: str | Path, step: int) -> RunConfig:
     (staging / "checkpoints").mkdir(parents=True)
     shutil.copytree(ckpt, staging / "checkpoints" / ckpt.name)  # verified by its hashes when training resumes
     shutil.copy2(run_dir / TOKENIZER_FILE, staging / TOKENIZER_FILE)
-    kept = [r for r in read_metrics(run_dir) if r["step"] <= step]
-    (staging / METRICS).write_text("".join(json.dumps(r) + "\n" for r in kept))
+    shutil.copy2(run_dir / METRICS, staging / METRICS)
+    RunFolder(staging).forget_after(step)  # the parent's metrics up to the branch point, as a resume keeps them
     record = {**read_run_record(run_dir), **cfg.to_dict(), "cooldown_of": {"run": str(run_dir), "step": step}}
     atomic_write(staging / RUN_RECORD, json.dumps(record, indent=2))
     staging.rename(out)  # complete or absent
