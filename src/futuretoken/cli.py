@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="train and evaluate here (default: the config's train.device)")
     p.add_argument("--judge-coherence", action="store_true",
                    help="judge E4 now, also where the config defers it (suite.coherence.judge = false)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="run only these seeds (a piece of a long study, into OUT/pieces/seeds-...); "
+                        "the pieces are merged into OUT/paper once they cover every seed")
 
     p = sub.add_parser("eval", help="the paper's measurements (E1-E5, state use) on one run")
     p.add_argument("run")
@@ -197,7 +200,7 @@ def cmd_reproduce(args) -> None:
         study.suite.of(COHERENCE).judge = True
     if args.device is not None:
         study.run.train.device = args.device  # the runs, the tasks and the measurements
-    report = reproduce(study, args.out)
+    report = reproduce(study, args.out, seeds=args.seeds)
     print(report.read_text())
     print(f"report written to {report}")
 

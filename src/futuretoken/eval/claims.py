@@ -166,14 +166,21 @@ def claim_rows(pairs: Mapping[str, Sequence[dict]], experiments: Sequence[Experi
     return rows
 
 
-def task_rows(tasks: Mapping[str, dict], baseline: str, settings: GateSettings, margin: float = 0.05) -> list[dict]:
+TASK_MARGIN = 0.05  # pass@1, when the experiment file gives none
+
+
+def task_rows(tasks: Mapping[str, dict], baseline: str, settings: GateSettings,
+              margins: Mapping[str, Margin] | None = None) -> list[dict]:
     """Verdict rows of the toy tasks (E6/E7): per task, setting and non-baseline arm, pass@1 per seed at
     matched next-token loss on the task's answers (the headline, primary at the easiest setting of a
     primary task) when measured, and at equal training tokens (then secondary); valid only if the
-    baseline is off the floor at the easiest setting."""
-    primary = {t.name: t.primary for t in registry.TASKS}
+    baseline is off the floor at the easiest setting. `margins`: task key ("countdown") -> its margin."""
+    by_name = {t.name: t for t in registry.TASKS}
     rows = []
     for task, result in tasks.items():
+        key = by_name[task].key if task in by_name else task
+        chosen = (margins or {}).get(key, Margin(TASK_MARGIN, "library default (pass@1)"))
+        margin = chosen.value
         per_arm = result["pass_at_1"]  # arm -> setting -> [per seed]
         settings_order = list(per_arm[baseline])
         easiest = settings_order[0]
@@ -183,22 +190,23 @@ def task_rows(tasks: Mapping[str, dict], baseline: str, settings: GateSettings, 
         matched = result.get("matched_loss")
         correct, seeds = result.get("correct"), result.get("seeds")
         for setting in settings_order:
-            headline = setting == easiest and primary.get(task, False)
+            headline = setting == easiest and task in by_name and by_name[task].primary
             for arm in per_arm:
                 if arm == baseline:
                     continue
                 if matched is not None:
                     m = matched[arm]
-                    rows.append(verdict_row(task, f"{task}: pass@1, {setting}, at matched answer loss", arm, headline,
-                                            m[setting], m["baseline"][setting], margin, list(why), None))
+                    rows.append({**verdict_row(task, f"{task}: pass@1, {setting}, at matched answer loss", arm,
+                                               headline, m[setting], m["baseline"][setting], margin, list(why), None),
+                                 "margin_reason": chosen.reason})
                 # The baseline's entries of the arm's seeds (an arm may have fewer; older results: the same seeds).
                 pick = [seeds[baseline].index(s) for s in seeds[arm]] if seeds else range(len(per_arm[arm][setting]))
                 base_pass = [per_arm[baseline][setting][i] for i in pick]
                 exact = [stats.mcnemar_exact(a, correct[baseline][setting][i]) for a, i in
                          zip(correct[arm][setting], pick)] if correct else None
                 label = f"{task}: pass@1, {setting}" + (", equal tokens" if matched is not None else "")
-                rows.append(verdict_row(task, label, arm, headline and matched is None, per_arm[arm][setting],
-                                        base_pass, margin, list(why), exact))
+                rows.append({**verdict_row(task, label, arm, headline and matched is None, per_arm[arm][setting],
+                                           base_pass, margin, list(why), exact), "margin_reason": chosen.reason})
     return rows
 
 

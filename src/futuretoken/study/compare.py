@@ -253,7 +253,7 @@ def compare_runs(runs: Runs, baseline: str, out_dir: str | Path, settings: Suite
     calibration = cmp.calibration(judge) if judge is not None else None
     references = {COHERENCE.key: calibration["floor"]} if calibration else {}
     rows = C.claim_rows(pairs, margins=margins, floors=cmp.floors(), references=references, baseline=baseline)
-    rows += C.task_rows(tasks, baseline, gates) if tasks else []
+    rows += C.task_rows(tasks, baseline, gates, margins) if tasks else []
     C.finish_verdicts(rows, gates.alpha)
 
     results = {

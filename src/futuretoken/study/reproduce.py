@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,11 @@ from ..eval.suite import SuiteSettings
 from ..eval.tasks import TaskSettings
 from ..training import ensure_data, train_all
 from .compare import compare_runs
+from .pieces import merge_pieces, piece_name
 from .tasks import run_tasks
 
-RESERVED = ("paper", "tasks")  # OUT/paper holds the comparison, OUT/tasks the toy tasks; OUT/ARM the arms' runs
+RESERVED = ("paper", "tasks", "pieces")  # OUT/paper: the comparison, OUT/tasks: the toy tasks, OUT/pieces: the
+# comparisons of pieces run seed by seed (study/pieces.py); OUT/ARM: the arms' runs
 
 
 @dataclass
@@ -91,6 +94,18 @@ class Study:
     def load(cls, path: str | Path) -> "Study":
         return cls.from_dict(read_toml(path))
 
+    def piece(self, seeds: Sequence[int]) -> "Study":
+        """The study restricted to `seeds`: one piece of a study too long for one sitting (study/pieces.py).
+        An arm none of whose seeds is among them drops out of the piece."""
+        if not seeds or not set(seeds) <= set(self.settings.seeds):
+            raise ConfigError(f"--seeds {list(seeds)}: choose among experiment.seeds {list(self.settings.seeds)}")
+        arms = {}
+        for name, arm in self.arms.items():
+            kept = [s for s in self.seeds_of(name) if s in seeds]
+            if kept:
+                arms[name] = {**arm, "seeds": kept} if "seeds" in arm else arm
+        return replace(self, arms=arms, settings=replace(self.settings, seeds=tuple(sorted(set(seeds)))))
+
     def seeds_of(self, arm: str) -> tuple[int, ...]:
         """The arm's training seeds: its own `seeds`, else experiment.seeds."""
         return tuple(self.arms[arm].get("seeds", self.settings.seeds))
@@ -108,8 +123,9 @@ class Study:
 
 
 def _margins(table: dict[str, Any]) -> dict[str, Margin]:
-    """[margins]: `CLAIM = { value = 0.02, reason = "..." }` for claims of registered experiments."""
-    claims = {c.key for e in registry.EXPERIMENTS for c in e.claims}
+    """[margins]: `CLAIM = { value = 0.02, reason = "..." }` for claims of registered experiments and
+    for the toy tasks (their [tasks] switch, e.g. countdown: pass@1)."""
+    claims = {c.key for e in registry.EXPERIMENTS for c in e.claims} | {t.key for t in registry.TASKS}
     margins = {}
     for key, entry in table.items():
         if key not in claims:
@@ -125,9 +141,15 @@ def _margins(table: dict[str, Any]) -> dict[str, Margin]:
     return margins
 
 
-def reproduce(study: Study, out_dir: str | Path, device: str | None = None) -> Path:
-    """Train every arm and seed, the toy tasks, then compare: DIR/paper/report.md (+ DIR/timing.json)."""
+def reproduce(study: Study, out_dir: str | Path, device: str | None = None,
+              seeds: Sequence[int] | None = None) -> Path:
+    """Train every arm and seed, the toy tasks, then compare: DIR/paper/report.md (+ DIR/timing.json).
+    With `seeds`, only that piece of the study: its comparison goes to DIR/pieces/seeds-A-B/, and once
+    the pieces cover every seed they are merged into DIR/paper/ (study/pieces.py)."""
     out_dir = output_dir(out_dir, "--out folder")
+    whole = study
+    study = study.piece(seeds) if seeds is not None else study
+    paper_dir = out_dir / "pieces" / piece_name(study.settings.seeds) if seeds is not None else out_dir / "paper"
     device = device or study.run.train.device
     settings = study.settings
 
@@ -149,11 +171,14 @@ def reproduce(study: Study, out_dir: str | Path, device: str | None = None) -> P
         timing["tasks_s"] = time.perf_counter() - started
     started = time.perf_counter()
     report = compare_runs({arm: {s: Path(cfg.train.out_dir) for s, cfg in by_seed.items()} for arm, by_seed in runs.items()},
-                          settings.baseline, out_dir / "paper", study.suite, study.gates, device, tasks=tasks,
+                          settings.baseline, paper_dir, study.suite, study.gates, device, tasks=tasks,
                           workers=settings.workers, margins=study.margins)
     timing["compare_s"] = time.perf_counter() - started
-    (out_dir / "timing.json").write_text(json.dumps({**timing, "experiment": asdict(settings),
-                                                     "cpu_count": os.cpu_count()}, indent=2))
+    timing_dir = paper_dir if seeds is not None else out_dir
+    (timing_dir / "timing.json").write_text(json.dumps({**timing, "experiment": asdict(settings),
+                                                        "cpu_count": os.cpu_count()}, indent=2))
     minutes = ", ".join(f"{k.removesuffix('_s')} {v / 60:.1f} min" for k, v in timing.items())
     report.write_text(report.read_text() + f"\nWall time of this call ({os.cpu_count()} CPU cores): {minutes}.\n")
+    if seeds is not None:
+        return merge_pieces(whole, out_dir) or report
     return report
