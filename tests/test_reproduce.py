@@ -12,6 +12,7 @@ from futuretoken.config import ConfigError
 from futuretoken.eval.coherence import EXPERIMENT as COHERENCE
 from futuretoken.eval.suite import SuiteSettings
 from futuretoken.study import Study, compare_runs, reproduce
+from futuretoken.study.pieces import merge_pieces
 
 # No E4 (the judge is tested on its own) and no E5 (labelled sets are fetched; tested on their own).
 TOY_TABLE = {"eval_batches": 2, "trajectory_batches": 1, "floor_seeds": [0], "future_bag": {"windows": 8},
@@ -109,6 +110,21 @@ def test_reproduce_trains_arms_and_seeds_and_the_tasks(data_dir, tmp_path):
     assert "Wall time of this call" in report.read_text()
     assert (tmp_path / "out" / "ftp-learned" / "seed-1" / "checkpoints").is_dir()
     assert not (tmp_path / "out" / "ftp-learned" / "seed-0").exists()
+
+    # The same study in two pieces, seed by seed (the runs are reused): the merged verdicts are the one call's.
+    first = reproduce(study, tmp_path / "out", device="cpu", seeds=[0])
+    assert first == tmp_path / "out" / "pieces" / "seeds-0" / "report.md"  # seed 1 still missing: no merge yet
+    merged_report = reproduce(study, tmp_path / "out", device="cpu", seeds=[1])
+    assert merged_report == tmp_path / "out" / "paper" / "report.md"
+    merged = json.loads((tmp_path / "out" / "paper" / "results.json").read_text())
+    assert json.dumps(merged["rows"]) == json.dumps(results["rows"])
+    assert merged["tasks"] == results["tasks"] and merged["matched"] == results["matched"]
+    assert set(merged["pieces"]) == {"seeds-0", "seeds-1"} and "Run in 2 pieces" in merged_report.read_text()
+    pieces = tmp_path / "out" / "pieces"
+    (pieces / "again").mkdir()
+    (pieces / "again" / "results.json").write_text((pieces / "seeds-1" / "results.json").read_text())
+    with pytest.raises(ValueError, match="seed 1 is in two pieces"):
+        merge_pieces(study, tmp_path / "out")
 
 
 def test_coherence_is_generated_with_the_model_and_judged_later(trained_runs, tmp_path):

@@ -276,6 +276,7 @@ def render_report(results: dict) -> str:
         "a TOST equivalence test against the stated margin. A claim whose gates fail is *invalid at this scale*.", "",
         markdown_table(["arm", "model", "tokens predicted", "decoder start", "steps", "training FLOPs / token"],
                        arm_rows), "",
+        *fewer_seeds(results), *pieces_note(results),
         "## Validity gates", "",
         f"Count-based baselines on the report windows: unigram {_fmt(results['ngram']['unigram'])}, bigram "
         f"(interpolated Kneser-Ney) {_fmt(results['ngram']['bigram'])} nats.", "",
@@ -298,6 +299,29 @@ def render_report(results: dict) -> str:
     lines += models_section(results)
     lines += ["", "![claims](claims.png)", "", "![training](training.png)", ""]
     return "\n".join(lines)
+
+
+def fewer_seeds(results: dict) -> list[str]:
+    """Arms trained with fewer seeds than the baseline (a costly arm), each paired on its own seeds."""
+    fewer = {arm: sorted(int(s) for s in by_seed) for arm, by_seed in results["matched"].items()
+             if len(by_seed) < len(results["seeds"])}
+    if not fewer:
+        return []
+    return ["Fewer seeds (paired with the baseline's runs of the same seeds): " + "; ".join(
+        f"`{arm}` {', '.join(map(str, seeds))}" for arm, seeds in fewer.items()) + ".", ""]
+
+
+def pieces_note(results: dict) -> list[str]:
+    """A study run in pieces (reproduce --seeds): which, and the wall time of each phase of each."""
+    pieces = results.get("pieces")
+    if not pieces:
+        return []
+    parts = []
+    for name, timing in pieces.items():
+        phases = ", ".join(f"{k.removesuffix('_s')} {v / 60:.0f} min" for k, v in timing.items() if k.endswith("_s"))
+        cores = f" on {timing['cpu_count']} CPU cores" if "cpu_count" in timing else ""
+        parts.append(f"{name} ({phases}{cores})" if phases else name)
+    return [f"Run in {len(pieces)} pieces of seeds (`reproduce --seeds`), merged here: {'; '.join(parts)}.", ""]
 
 
 def controls(results: dict) -> list[str]:

@@ -128,11 +128,6 @@ class Comparison:
         """One arm per distinct untrained model: shape key -> the arm whose checkpoint stands for it."""
         return {_floor_shape(self.infos[arm]): arm for arm in self.runs}
 
-    def floors(self) -> dict[str, list[dict]]:
-        """arm -> the random-init measurements of its shape, one per floor seed (baseline included)."""
-        return {arm: [self.cache.get(f"floor-{_floor_shape(self.infos[arm])}-{fs}") for fs in self.settings.floor_seeds]
-                for arm in self.runs}
-
     def ftp_arms(self) -> list[str]:
         return [arm for arm in self.runs if self.infos[arm]["model_type"] == "ftp"]
 
@@ -251,19 +246,12 @@ def compare_runs(runs: Runs, baseline: str, out_dir: str | Path, settings: Suite
     judge = judge if judging(cmp.data, settings) else None
     pairs = cmp.pairs(matched, judge)
     calibration = cmp.calibration(judge) if judge is not None else None
-    references = {COHERENCE.key: calibration["floor"]} if calibration else {}
-    rows = C.claim_rows(pairs, margins=margins, floors=cmp.floors(), references=references, baseline=baseline)
-    rows += C.task_rows(tasks, baseline, gates, margins) if tasks else []
-    C.finish_verdicts(rows, gates.alpha)
-
     results = {
         "schema": RESULTS_SCHEMA, "baseline": baseline, "seeds": cmp.seeds,
         "arms": {arm: _arm_summary(info) for arm, info in cmp.infos.items()},
         "settings": asdict(settings), "gates": asdict(gates), "ngram": cmp.data.ngram,
-        "margins": {r["claim"]: {"value": r["margin"], "reason": r["margin_reason"]} for r in rows
-                    if "margin_reason" in r},
         "token_r2": cmp.data.items[FUTURE_BAG.key].token_r2 if FUTURE_BAG.key in cmp.data.items else None,
-        "schedule": cmp.schedule, "matched": _matched_summary(cmp, matched), "pairs": pairs, "rows": rows,
+        "schedule": cmp.schedule, "matched": _matched_summary(cmp, matched), "pairs": pairs,
         "floors": {arm: [cmp.cache.get(f"floor-{shape}-{fs}") for fs in settings.floor_seeds]
                    for shape, arm in cmp.floor_shapes().items()},
         "state_use_trajectory": {arm: {seed: _trajectory(cmp.cache.get(f"state-{arm}-s{seed}"))
@@ -274,6 +262,27 @@ def compare_runs(runs: Runs, baseline: str, out_dir: str | Path, settings: Suite
     if calibration is not None:
         results["coherence_calibration"] = calibration
     results["models"] = cmp.export_models(matched, out_dir / "models")
+    return write_comparison(results, out_dir, gates, margins)
+
+
+def floors_by_arm(results: dict) -> dict[str, list[dict]]:
+    """arm -> the random-init measurements of its shape (results["floors"] holds one arm per shape)."""
+    by_shape = {_floor_shape(results["arms"][arm]): measured for arm, measured in results["floors"].items()}
+    return {arm: by_shape[_floor_shape(info)] for arm, info in results["arms"].items()}
+
+
+def write_comparison(results: dict, out_dir: Path, gates: C.GateSettings,
+                     margins: Mapping[str, C.Margin] | None) -> Path:
+    """The verdict rows of `results` (every measurement, no rows yet), then results.json, the plots and report.md."""
+    calibration = results.get("coherence_calibration")
+    references = {COHERENCE.key: calibration["floor"]} if calibration else {}
+    rows = C.claim_rows(results["pairs"], margins=margins, floors=floors_by_arm(results), references=references,
+                        baseline=results["baseline"])
+    rows += C.task_rows(results["tasks"], results["baseline"], gates, margins) if results.get("tasks") else []
+    C.finish_verdicts(rows, gates.alpha)
+    results["rows"] = rows
+    results["margins"] = {r["claim"]: {"value": r["margin"], "reason": r["margin_reason"]} for r in rows
+                          if "margin_reason" in r}
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     plot_comparison(results, out_dir)
     report = out_dir / "report.md"
