@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import futuretoken as ft
-from conftest import run_config
+from conftest import WORDS, run_config
 from futuretoken.config import ConfigError, TrainConfig
 from futuretoken.training import train
 from futuretoken.training.cooldown import cooldown_branch, stable_steps
@@ -69,3 +69,34 @@ def test_compare_matches_annealed_checkpoints_and_trains_the_cooldowns_it_needs(
     assert list((tmp_path / "gpt" / "cooldowns").iterdir())  # trained on demand
     assert m["baseline_tokens"] == m["baseline_step"] * 4 * 16 and m["tokens"] == 8 * 4 * 16
     assert "Every compared checkpoint is annealed" in report and "cooldown from step" in report
+
+
+def test_task_checkpoints_of_wsd_runs_are_annealed_and_cached_apart(data_dir, tmp_path):
+    """E6/E7 of warmup-stable-decay runs: the matched pair and the equal-compute checkpoint are run ends
+    or cooldown ends (trained on demand), never a stable checkpoint mid-schedule."""
+    from futuretoken.eval.tasks import _checkpoint_key, training_flops
+    from futuretoken.study.tasks import AnnealedCheckpoints
+
+    common = dict(schedule="wsd", warmup_steps=2, decay_steps=4, ckpt_interval=2, keep_every=2, eval_interval=4,
+                  lr=1e-2)
+    gpt_cfg = run_config(data_dir, tmp_path / "gpt" / "seed-0", "gpt", max_steps=24, **common)
+    train(gpt_cfg)
+    train(run_config(data_dir, tmp_path / "ftp" / "seed-0", "ftp", max_steps=8, **common))
+    g = torch.Generator().manual_seed(1)  # held-out text like the corpus's: pseudo-random words
+    text = " ".join(WORDS[j] for j in torch.randint(0, len(WORDS), (200,), generator=g))
+    batch = torch.tensor(ft.load(tmp_path / "gpt" / "seed-0").tokenizer.encode(text)[: 4 * 17]).view(4, 17)
+
+    @torch.no_grad()
+    def loss_of(ckpt):
+        logits = ft.load(ckpt).eval()(batch[:, :-1]).logits  # (4, 16, V)
+        return float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten()))
+
+    pair, arm_ckpt, base_ckpt = AnnealedCheckpoints(0.0).matched(tmp_path / "ftp" / "seed-0", tmp_path / "gpt" / "seed-0",
+                                                                 loss_of)
+    assert pair.step_a == 8 and arm_ckpt == tmp_path / "ftp" / "seed-0" / "checkpoints" / "step-0000008"
+    assert base_ckpt.parts[-4] == "cooldowns" and pair.step_b == int(base_ckpt.name.removeprefix("step-"))
+    assert pair.loss_b == pytest.approx(loss_of(base_ckpt))
+    picked = AnnealedCheckpoints(0.0).equal_compute(tmp_path / "gpt" / "seed-0", gpt_cfg, training_flops(gpt_cfg, 13))
+    assert picked == tmp_path / "gpt" / "seed-0" / "cooldowns" / "step-0000008" / "checkpoints" / "step-0000012"
+    assert _checkpoint_key(picked) == "gpt-seed-0-cooldown-step-0000008-step-0000012"
+    assert _checkpoint_key(arm_ckpt) == "ftp-seed-0-step-0000008"

@@ -6,12 +6,14 @@ seed is trained on the same generated stream (study/tasks.py), then scored probl
   invalid at this scale.
 - Problems: `n_eval` unique held-out problems per setting (countdown: specs of the evaluation
   split, never in the training stream; path-star: random graphs from a separate seed).
-- Matched loss (the headline, as for every other claim): each arm's and the baseline's kept
-  checkpoints whose next-token loss on the answers of the held-out problems (the task's own
-  loss: the program or path tokens after the prompt) is matched, by eval/matched.py's rule.
+- Matched loss (the headline, as for every other claim): the arm's and the baseline's checkpoints
+  whose next-token loss on the answers of the held-out problems (the task's own loss: the program
+  or path tokens after the prompt) is matched. Which checkpoints are candidates is a
+  `TaskCheckpoints` strategy: the kept checkpoints of cosine runs here (eval/matched.py's rule),
+  annealed ones (run ends and cooldowns) for warmup-stable-decay runs (study/tasks.py).
 - Equal tokens: every arm at its last checkpoint (the same number of training tokens).
-  Equal compute: each non-baseline arm also at its kept checkpoint whose training FLOPs are
-  closest to (not above) the baseline's at the end of training.
+  Equal compute: each non-baseline arm also at its checkpoint whose training FLOPs are closest
+  to (not above) the baseline's at the end of training (the same strategy picks it).
 Results per arm, setting and seed: pass@1 and the per-problem outcomes (for McNemar's test).
 """
 
@@ -21,7 +23,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +32,8 @@ from ..checkpoint import checkpoint_step, list_checkpoints, load_model
 from ..config import RunConfig
 from ..model import training_flops_per_token
 from ..storage import atomic_write
-from .matched import pick_matched_pair
+from ..training.cooldown import COOLDOWNS
+from .matched import MatchedPair, pick_matched_pair
 
 
 @dataclass
@@ -61,6 +64,33 @@ def equal_compute_checkpoint(run_dir: Path, cfg: RunConfig, budget_flops: float)
     """The kept checkpoint of `run_dir` with the most training FLOPs not above `budget_flops`."""
     kept = [c for c in list_checkpoints(run_dir) if training_flops(cfg, checkpoint_step(c)) <= budget_flops * 1.0001]
     return (kept or list_checkpoints(run_dir)[:1])[-1]
+
+
+LossOf = Callable[[Path], float]  # a checkpoint -> its loss on the task's held-out answers
+
+
+class TaskCheckpoints(Protocol):
+    """Which checkpoints of a task's runs are compared."""
+
+    def matched(self, run: Path, base_run: Path, loss_of: LossOf) -> tuple[MatchedPair, Path, Path]:
+        """The pair at matched answer loss: (pair, the arm's checkpoint, the baseline's)."""
+        ...
+
+    def equal_compute(self, run: Path, cfg: RunConfig, budget_flops: float) -> Path:
+        """The arm's checkpoint with the most training FLOPs not above the budget."""
+        ...
+
+
+class KeptCheckpoints:
+    """The kept checkpoints of each run, as they are (runs of one cosine schedule each)."""
+
+    def matched(self, run: Path, base_run: Path, loss_of: LossOf) -> tuple[MatchedPair, Path, Path]:
+        kept = [{checkpoint_step(c): c for c in list_checkpoints(r)} for r in (run, base_run)]
+        pair = pick_matched_pair(*({s: loss_of(c) for s, c in k.items()} for k in kept))
+        return pair, kept[0][pair.step_a], kept[1][pair.step_b]
+
+    def equal_compute(self, run: Path, cfg: RunConfig, budget_flops: float) -> Path:
+        return equal_compute_checkpoint(run, cfg, budget_flops)
 
 
 @torch.no_grad()
@@ -96,12 +126,20 @@ def answer_loss(model, pairs: list[tuple[str, str]], batch_size: int = 64) -> fl
 
 def _per_checkpoint(ckpt: Path, what: str, cache: Path, compute: Callable[[], Any]) -> Any:
     """`compute()` of one checkpoint, cached as JSON (a later call, e.g. after an interruption, reads it)."""
-    path = cache / f"{ckpt.parent.parent.parent.name}-{ckpt.parent.parent.name}-{ckpt.name}{what}.json"
+    path = cache / f"{_checkpoint_key(ckpt)}{what}.json"
     if path.is_file():
         return json.loads(path.read_text())
     result = compute()
     atomic_write(path, json.dumps(result))
     return result
+
+
+def _checkpoint_key(ckpt: Path) -> str:
+    """ARM-seed-S-step-N; a cooldown's checkpoint (RUN/cooldowns/step-B/checkpoints/step-N): ARM-seed-S-cooldown-step-B-step-N."""
+    if ckpt.parents[2].name == COOLDOWNS:
+        run = ckpt.parents[3]
+        return f"{run.parent.name}-{run.name}-cooldown-{ckpt.parents[1].name}-{ckpt.name}"
+    return f"{ckpt.parent.parent.parent.name}-{ckpt.parent.parent.name}-{ckpt.name}"
 
 
 def _answer_loss_of(ckpt: Path, pairs: list[tuple[str, str]], device: str, cache: Path) -> float:
@@ -118,13 +156,14 @@ Outcomes = Callable[[object, TaskSettings], dict[str, list[bool]]]
 
 def score_arms(configs: Mapping[str, Mapping[int, RunConfig]], baseline: str, outcomes: Outcomes,
                settings: TaskSettings, device: str, cache: Path,
-               answers: list[tuple[str, str]] | None = None) -> dict:
+               answers: list[tuple[str, str]] | None = None, checkpoints: TaskCheckpoints | None = None) -> dict:
     """Every arm and seed at its last checkpoint (equal tokens) and, beside the baseline, at equal compute:
     {"n_eval", "max_steps", "seeds": {arm: [its seeds, in the order of every per-seed list]},
     "pass_at_1": {arm: {setting: [per seed]}}, "correct": per-problem outcomes,
     "equal_compute": {arm: {"steps": [...], setting: [per seed]}}, and with `answers` (held-out prompt,
     answer) "matched_loss": {arm: {"steps", "baseline_steps", "loss", "baseline_loss": [per seed],
     setting: [per seed], "baseline": {setting: [per seed]}}}}."""
+    checkpoints = checkpoints or KeptCheckpoints()
     base_cfg = next(iter(configs[baseline].values()))
     base_flops = training_flops(base_cfg, base_cfg.train.max_steps)
     result = {"n_eval": settings.n_eval, "max_steps": settings.max_steps, "seeds": {}, "pass_at_1": {},
@@ -140,9 +179,9 @@ def score_arms(configs: Mapping[str, Mapping[int, RunConfig]], baseline: str, ou
                 result["pass_at_1"][arm].setdefault(setting, []).append(sum(ok) / len(ok))
             if arm != baseline and answers is not None:
                 _matched_loss_entry(result, arm, baseline, run, Path(configs[baseline][seed].train.out_dir), answers,
-                                    outcomes, settings, device, cache)
+                                    outcomes, settings, device, cache, checkpoints)
             if arm != baseline:
-                ckpt = equal_compute_checkpoint(run, cfg, base_flops)
+                ckpt = checkpoints.equal_compute(run, cfg, base_flops)
                 same = _outcomes_of(ckpt, outcomes, settings, device, cache)
                 entry = result["equal_compute"].setdefault(arm, {"steps": []})
                 entry["steps"].append(checkpoint_step(ckpt))
@@ -153,19 +192,16 @@ def score_arms(configs: Mapping[str, Mapping[int, RunConfig]], baseline: str, ou
 
 def _matched_loss_entry(result: dict, arm: str, baseline: str, run: Path, base_run: Path,
                         answers: list[tuple[str, str]], outcomes: Outcomes, settings: TaskSettings, device: str,
-                        cache: Path) -> None:
-    """One seed of an arm at matched answer loss: the pair of kept checkpoints (arm, baseline) whose losses
+                        cache: Path, checkpoints: TaskCheckpoints) -> None:
+    """One seed of an arm at matched answer loss: the pair of checkpoints (arm, baseline) whose losses
     on the held-out answers match, and both models' pass@1 there."""
-    losses = [{checkpoint_step(c): _answer_loss_of(c, answers, device, cache) for c in list_checkpoints(r)}
-              for r in (run, base_run)]
-    pair = pick_matched_pair(*losses)
+    pair, arm_ckpt, base_ckpt = checkpoints.matched(run, base_run, lambda c: _answer_loss_of(c, answers, device, cache))
     entry = result["matched_loss"].setdefault(arm, {"steps": [], "baseline_steps": [], "loss": [],
                                                     "baseline_loss": [], "baseline": {}})
     for key, value in (("steps", pair.step_a), ("baseline_steps", pair.step_b), ("loss", pair.loss_a),
                        ("baseline_loss", pair.loss_b)):
         entry[key].append(value)
-    for side, r, step in (("arm", run, pair.step_a), ("baseline", base_run, pair.step_b)):
-        ckpt = next(c for c in list_checkpoints(r) if checkpoint_step(c) == step)
+    for side, ckpt in (("arm", arm_ckpt), ("baseline", base_ckpt)):
         for setting, ok in _outcomes_of(ckpt, outcomes, settings, device, cache).items():
             target = entry if side == "arm" else entry["baseline"]
             target.setdefault(setting, []).append(sum(ok) / len(ok))

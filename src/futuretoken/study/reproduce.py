@@ -167,7 +167,8 @@ def reproduce(study: Study, out_dir: str | Path, device: str | None = None,
     tasks = None
     if study.tasks is not None:
         started = time.perf_counter()
-        tasks = run_tasks(study.tasks, configs_for, settings.baseline, settings.workers, out_dir / "tasks", device)
+        tasks = run_tasks(study.tasks, configs_for, settings.baseline, settings.workers, out_dir / "tasks", device,
+                          study.gates.matched_tolerance / 2)
         timing["tasks_s"] = time.perf_counter() - started
     started = time.perf_counter()
     report = compare_runs({arm: {s: Path(cfg.train.out_dir) for s, cfg in by_seed.items()} for arm, by_seed in runs.items()},
