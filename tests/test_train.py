@@ -357,3 +357,20 @@ def test_cuda_training_steps_never_wait_for_the_device(data_dir, tmp_path):
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert len(trainer._read_back()) == 4
+
+
+def test_a_signal_stops_train_all_instead_of_starting_the_next_run(monkeypatch, data_dir, tmp_path):
+    from futuretoken.training import many
+    from futuretoken.training.trainer import TrainResult
+
+    started = []
+
+    def stopped(cfg, resume):  # as train returns after SIGINT/SIGTERM: checkpoint saved, interrupted
+        started.append(cfg.train.out_dir)
+        return TrainResult(Path(cfg.train.out_dir), 3, interrupted=True)
+
+    monkeypatch.setattr(many, "train", stopped)
+    configs = [run_config(data_dir, tmp_path / name) for name in ("a", "b")]
+    with pytest.raises(many.TrainingInterrupted, match="run the same command again to continue"):
+        many.train_all(configs)
+    assert started == [str(tmp_path / "a")]

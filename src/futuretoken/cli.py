@@ -285,6 +285,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"futuretoken {args.command}: error: {err}", file=sys.stderr)
         print("(set FUTURETOKEN_DEBUG=1 for the full traceback)", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as err:  # Ctrl-C: training saved its checkpoints (training/many.py)
+        print(f"futuretoken {args.command}: {err or 'interrupted'}", file=sys.stderr)
+        sys.exit(130)
     except MemoryError:
         if os.environ.get("FUTURETOKEN_DEBUG"):
             raise

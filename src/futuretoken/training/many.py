@@ -13,14 +13,19 @@ from ..model import training_flops_per_token
 from .trainer import train
 
 
-def _train_one(values: dict, threads: int) -> str:
-    """One training run in a worker process (a picklable entry point)."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """A signal stopped the runs (each saved a checkpoint): the same call again continues them."""
+
+
+def _train_one(values: dict, threads: int) -> bool:
+    """One training run in a worker process (a picklable entry point); False when a signal stopped it."""
     import torch
 
     torch.set_num_threads(threads)
-    cfg = RunConfig.from_dict(values)
-    train(cfg, resume=True)
-    return cfg.train.out_dir
+    return not train(RunConfig.from_dict(values), resume=True).interrupted
+
+
+STOPPED = "stopped by a signal; every run saved a checkpoint: run the same command again to continue"
 
 
 def train_all(configs: list[RunConfig], workers: int = 1) -> None:
@@ -29,7 +34,8 @@ def train_all(configs: list[RunConfig], workers: int = 1) -> None:
     runs finish sooner), the most expensive first so the last to finish are short ones."""
     if workers <= 1 or len(configs) <= 1:
         for cfg in configs:
-            train(cfg, resume=True)
+            if train(cfg, resume=True).interrupted:
+                raise TrainingInterrupted(STOPPED)  # not on to the next run: the user asked to stop
         return
     from tqdm.auto import tqdm
 
@@ -48,7 +54,10 @@ def train_all(configs: list[RunConfig], workers: int = 1) -> None:
             while pending:  # the bar follows the steps every run has logged (train.log_interval)
                 done, pending = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
                 for future in done:
-                    future.result()  # a failed run stops the whole experiment with its own error
+                    if not future.result():  # a failed run stops the whole experiment with its own error
+                        for other in pending:  # so does a signal: the queued runs do not start
+                            other.cancel()
+                        raise TrainingInterrupted(STOPPED)
                 bar.update(sum(_steps_logged(cfg) for cfg in configs) - bar.n)
                 bar.set_postfix(runs_done=len(futures) - len(pending))
 
