@@ -1,6 +1,9 @@
 """The command line end to end on a small trained run: generate, embed, bench, summary, errors."""
 
 import json
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,6 +23,8 @@ def test_generate_greedy_speculative_equals_ar(runs):
     assert ar.stdout.startswith("alpha beta gamma") and len(ar.stdout) > len("alpha beta gamma")
     assert ar.stdout == spec.stdout
     assert "tokens per encoder pass" in spec.stderr
+    assert re.search(r"\d+% of drafted tokens accepted", spec.stderr), spec.stderr
+    assert "accepted" not in ar.stderr
 
 
 def test_generate_from_a_prompts_file(runs, tmp_path):
@@ -77,3 +82,36 @@ def test_python_api_text_in_text_out(runs):
     text = ft.generate_text(model, "alpha beta", max_new_tokens=5, sampling=ft.SamplingConfig(temperature=0))
     assert text.startswith("alpha beta") and len(text) > len("alpha beta")
     assert ft.embed(model, ["alpha beta", "gamma"], pool="last").shape == (2, 32)
+
+
+def _options(parser, path=()):
+    """(command path, option) for every argument of every sub-command."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, (*path, name))
+        elif not isinstance(action, argparse._HelpAction):
+            yield " ".join(path), action
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    from futuretoken.cli import build_parser
+
+    missing = [f"{path} {a.option_strings or a.dest}" for path, a in _options(build_parser()) if not a.help]
+    assert not missing, missing
+
+
+def test_help_starts_without_importing_torch():
+    """--help of every command answers at once: nothing heavy is imported to build the parser."""
+    code = ("import sys, contextlib, io\n"
+            "from futuretoken.cli import build_parser\n"
+            "for argv in ([], ['train'], ['generate'], ['reproduce'], ['bench', 'train'], ['data', 'prepare']):\n"
+            "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+            "        build_parser().parse_args([*argv, '--help'])\n"
+            "import futuretoken\n"
+            "print(sorted(m for m in ('torch', 'numpy', 'transformers') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

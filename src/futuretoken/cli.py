@@ -10,11 +10,14 @@ from pathlib import Path
 
 
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-new-tokens", type=int, default=100)
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=100, help="tokens to generate per prompt (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default: %(default)s)")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens only")
+    p.add_argument("--top-p", type=float, default=None, help="sample within the smallest set of probability >= p")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed: the same seed gives the same text")
+
+
+DEVICE_HELP = "auto (CUDA when available) | cpu | cuda | cuda:N (default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,22 +25,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="prepare the built-in corpus, train tiny FTP + GPT on CPU, write a report")
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--out", default="runs/demo", help="folder for the data, runs and report (default: %(default)s)")
     p.add_argument("--steps", type=int, default=None, help="training steps per model (default: the demo budget)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
     p = sub.add_parser("summary", help="print a model preset's shape, parameters and FLOPs")
-    p.add_argument("--preset", default="tiny")
-    p.add_argument("--vocab-size", type=int, default=None)
+    p.add_argument("--preset", default="tiny", help="tiny | small | gpt2-124m (default: %(default)s)")
+    p.add_argument("--vocab-size", type=int, default=None, help="override the preset's vocabulary size")
 
     data = sub.add_parser("data", help="corpus preparation").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("prepare", help="corpus -> tokenizer -> token shards + manifest")
     p.add_argument("--corpus", default="builtin:prose",
                    help="builtin:prose | builtin:brown | builtin:python | builtin:prose+brown | PATH/GLOB (*.txt, *.jsonl[#field], *.parquet) | hf:NAME[:CONFIG]")
     p.add_argument("--tokenizer", default="bpe:4096", help="bpe:VOCAB | gpt2 | PATH/tokenizer.json")
-    p.add_argument("--out", required=True)
-    p.add_argument("--val-fraction", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="the data folder to write (shards, tokenizer, manifest)")
+    p.add_argument("--val-fraction", type=float, default=0.05,
+                   help="share of documents held out for validation (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the document split (default: %(default)s)")
 
     p = sub.add_parser("train", help="train a GPT, FTP, MTP or MTP-seq model (torchrun-ready)")
     p.add_argument("--config", default=None, help="TOML file with [model], [data], [train] tables")
@@ -46,18 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value or table.key=value, e.g. train.lr=3e-4 model.preset=tiny")
 
     p = sub.add_parser("generate", help="generate text from a trained run")
-    p.add_argument("run")
-    p.add_argument("prompt", nargs="?", default=None)
+    p.add_argument("run", help="a run folder (its newest checkpoint), a checkpoint or an exported model folder")
+    p.add_argument("prompt", nargs="?", default=None, help="the text to continue (or --prompts-file)")
     p.add_argument("--prompts-file", default=None, help="one prompt per line, generated as a batch")
-    p.add_argument("--strategy", default="ar", choices=["ar", "rollout", "speculative"])
-    p.add_argument("--draft-len", type=int, default=None)
+    p.add_argument("--strategy", default="ar", choices=["ar", "rollout", "speculative"],
+                   help="ar: one token per encoder pass; rollout: the model's future heads write a draft that is kept "
+                        "as it is; speculative: the drafts are verified, the output is ar's (default: %(default)s)")
+    p.add_argument("--draft-len", type=int, default=None,
+                   help="rollout/speculative: tokens per draft, 1..horizon (default: the model's horizon)")
     p.add_argument("--batch-size", type=int, default=32, help="prompts of equal token length generated together")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     _add_sampling_args(p)
 
     p = sub.add_parser("reproduce", help="train every arm and seed, run E1-E7 with gates and statistics, from one file")
     p.add_argument("--config", required=True, help="configs/experiments/cpu.toml or gpu.toml")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the study's folder: runs, tasks, pieces/ and paper/report.md")
     p.add_argument("--device", default=None, help="train and evaluate here (default: the config's train.device)")
     p.add_argument("--judge-coherence", action="store_true",
                    help="judge E4 now, also where the config defers it (suite.coherence.judge = false)")
@@ -66,18 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "the pieces are merged into OUT/paper once they cover every seed")
 
     p = sub.add_parser("eval", help="the paper's measurements (E1-E5, state use) on one run")
-    p.add_argument("run")
-    p.add_argument("--suite", default="paper", choices=["paper"])
-    p.add_argument("--out", required=True)
+    p.add_argument("run", help="a run folder (its newest checkpoint) or a checkpoint folder")
+    p.add_argument("--suite", default="paper", choices=["paper"], help="the measurements to run (default: %(default)s)")
+    p.add_argument("--out", required=True, help="folder for results.json")
     p.add_argument("--quick", action="store_true", help="CPU-sized settings (the demo's)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
     p = sub.add_parser("compare", help="runs at matched next-token loss against a baseline run, with gates and verdicts")
     p.add_argument("baseline", help="the baseline run (e.g. a GPT run folder)")
     p.add_argument("runs", nargs="+", help="one run folder per other arm (one seed each: use reproduce for several)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="folder for report.md, results.json, plots and the measurement cache")
     p.add_argument("--quick", action="store_true", help="CPU-sized settings (the demo's)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
     bench = sub.add_parser("bench", help="measured speed: generation strategies, training throughput",
                            description="Runs with OMP_WAIT_POLICY=PASSIVE unless it is set (spinning OpenMP threads "
@@ -85,28 +92,30 @@ def build_parser() -> argparse.ArgumentParser:
                                        "policy and the load average.")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     p = bench_sub.add_parser("train", help="GPT vs FTP training: step time, tokens/s, MFU, peak memory")
-    p.add_argument("--preset", default="tiny")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--preset", default="tiny", help="model shape: tiny | small | gpt2-124m (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=16, help="sequences per step (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per model (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: %(default)s)")
+    p.add_argument("--compile", action="store_true", help="torch.compile each block, as train.compile does")
     p.add_argument("--json", default=None, help="write the results here")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p = bench_sub.add_parser("generate", help="tokens/s of ar, rollout, speculative at batch 1 and 8")
     p.add_argument("--run", default="runs/demo/ftp/seed-0", help="a trained run folder (default: the demo's FTP)")
     p.add_argument("--json", default=None, help="write the results here")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--prompt-tokens", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated per prompt (default: %(default)s)")
+    p.add_argument("--prompt-tokens", type=int, default=32, help="prompt length in tokens (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds; the median is reported (default: %(default)s)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
     p = sub.add_parser("embed", help="per-token or pooled state vectors h_t of texts")
-    p.add_argument("run")
+    p.add_argument("run", help="a run folder (its newest checkpoint), a checkpoint or an exported model folder")
     p.add_argument("input", help="a .txt file (one text per line) or .jsonl with a 'text' field")
-    p.add_argument("--pool", default="mean", choices=["mean", "last", "weighted_mean", "tokens"])
+    p.add_argument("--pool", default="mean", choices=["mean", "last", "weighted_mean", "tokens"],
+                   help="one vector per text (mean, last, weighted_mean over its tokens) or every token's h_t "
+                        "(default: %(default)s)")
     p.add_argument("--out", required=True, help=".npy (pooled) / .npz (tokens) or .parquet")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
     p = sub.add_parser("export-hf", help="export a run for transformers, lm-eval and sentence-transformers")
     p.add_argument("run", help="a run folder (its newest checkpoint) or a checkpoint folder")

@@ -60,8 +60,9 @@ def generate_command(args, prompts: list[str]) -> None:
                           strategy=args.strategy, sampling=sampling, draft_len=args.draft_len,
                           generator=generator, stream=_Streamer(tokenizer) if single else None)
         s = result.stats
+        accepted = f", {s.acceptance_rate:.0%} of drafted tokens accepted" if s.acceptance_rate is not None else ""
         print(f"\n[{args.strategy}] {s.new_tokens} tokens x {len(group)} prompts, {s.tokens_per_s:.1f} tokens/s, "
-              f"{s.tokens_per_encoder_pass:.2f} tokens per encoder pass", file=sys.stderr)
+              f"{s.tokens_per_encoder_pass:.2f} tokens per encoder pass{accepted}", file=sys.stderr)
         for i, row in zip(group, result.rows()):
             outputs[i] = tokenizer.decode(row)
     if len(prompts) > 1:
