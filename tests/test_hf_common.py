@@ -1,9 +1,12 @@
 """transformers' own common tests (ModelTesterMixin, ConfigTester, GenerationTesterMixin) on
 GPT/FTP/MTP/MTPSeqForCausalLM and their base models, with tiny configs.
 
-tests/hf_common/ holds pinned copies of tests/test_modeling_common.py and
-tests/test_configuration_common.py from the transformers 5.23.0 source distribution, and our own
-GenerationTesterMixin (transformers ships its generation test file only in its repository).
+tests/hf_common/ holds pinned copies of tests/test_modeling_common.py from the transformers 5.25.0
+source distribution (test_modeling_common.py, for 5.25 and later) and from 5.23.0 (the oldest supported
+version: test_modeling_common_5_23.py), of tests/test_configuration_common.py (the same in both), and
+our own GenerationTesterMixin (transformers ships its generation test file only in its repository).
+The copy for the installed transformers is picked below; a new transformers version gets a new copy
+from its sdist (`pip download transformers==X --no-deps --no-binary :all:`).
 
 No test is skipped here. The mixins skip 64 tests per class on their own conditions: hardware
 and libraries CI does not have (accelerators, MPS, flash attention 2/3/4, kernels, deepspeed),
@@ -13,6 +16,7 @@ gradient checkpointing through transformers' API, `capture_outputs`), and one ma
 (torch.compile training). Runs in about 50 s on 2 CPU cores.
 """
 
+import importlib
 import os
 import unittest
 
@@ -21,12 +25,18 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 pytest.importorskip("transformers")
 
+import transformers  # noqa: E402
+from packaging.version import Version  # noqa: E402
 from transformers.models.auto import modeling_auto  # noqa: E402
 
 from futuretoken.hf import BASE_MODELS, CAUSAL_LM, CONFIGS  # noqa: E402
 from hf_common.generation.test_utils import GenerationTesterMixin  # noqa: E402
 from hf_common.test_configuration_common import ConfigTester  # noqa: E402
-from hf_common.test_modeling_common import ModelTesterMixin, ids_tensor, random_attention_mask  # noqa: E402
+
+_COPY = "test_modeling_common" if Version(transformers.__version__) >= Version("5.25") else "test_modeling_common_5_23"
+_common = importlib.import_module(f"hf_common.{_COPY}")
+ModelTesterMixin, ids_tensor, random_attention_mask = (_common.ModelTesterMixin, _common.ids_tensor,
+                                                       _common.random_attention_mask)
 
 # The mixins pick a class's role (base model, causal LM: labels, loss checks) from transformers' name
 # tables, which list only built-in models; AutoModel*.register does not add to them. List ours there.

@@ -39,6 +39,19 @@ from futuretoken.model.blocks import init_module
 from futuretoken.model.encoder import Trace
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+# transformers >= 5.24 names the cache argument and output field `cache` (before: `past_key_values`); generate()
+# passes it under the installed version's name, so forward takes both and outputs fill the field that exists.
+CACHE_FIELD = "cache" if "cache" in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)} else "past_key_values"
+
+
+def _old_cache_name(forward):
+    """Where the cache is called `cache`, `past_key_values=` still works with transformers' own deprecation
+    warning, as in its models (it arrives as `cache`)."""
+    if CACHE_FIELD == "past_key_values":
+        return forward
+    from transformers.utils.deprecation import deprecate_kwarg
+
+    return deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")(forward)
 LOSS_OPTIONS = ("num_items_in_batch", "shift_labels", "ignore_index")  # transformers' ForCausalLMLoss keywords
 
 # Every ModelConfig field under its own name, type and default: transformers 5 configs are
@@ -120,11 +133,16 @@ class _FTPreTrainedModel(PreTrainedModel):
 
     def _run(self, input_ids: Tensor | None, attention_mask: Tensor | None, position_ids: Tensor | None,
              past_key_values: Cache | None, inputs_embeds: Tensor | None, use_cache: bool | None,
-             output_attentions: bool | None, output_hidden_states: bool | None, keep: int | None = None):
+             output_attentions: bool | None, output_hidden_states: bool | None, keep: int | None = None,
+             cache: Cache | None = None):
         """Run the wrapped model (keep=None: the encoder only) -> (its output, the cache or None, and the
-        recorded hidden_states (embeddings, every block's output, the last after the final norm) and attentions)."""
+        recorded hidden_states (embeddings, every block's output, the last after the final norm) and attentions).
+        `cache` and `past_key_values` are one argument under transformers' new and old names."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
+        if cache is not None and past_key_values is not None and cache is not past_key_values:
+            raise ValueError("give the KV cache once: cache= (transformers >= 5.24) or past_key_values=, not both")
+        past_key_values = cache if cache is not None else past_key_values
         B, t = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if use_cache and past_key_values is None:
@@ -144,11 +162,11 @@ class _FTPreTrainedModel(PreTrainedModel):
         hidden = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         explicit = attentions or self.config._attn_implementation == "eager"
         trace = Trace(attentions=[] if explicit else None)
-        cache = None
+        layers = None
         if past_key_values is not None:
-            cache = [_CacheLayer(past_key_values, i) for i in range(self.config.n_layer)]
+            layers = [_CacheLayer(past_key_values, i) for i in range(self.config.n_layer)]
         args = dict(positions=position_ids, key_padding_mask=attention_mask, embeds=inputs_embeds, trace=trace)
-        out = self.model.encoder(input_ids, cache, **args) if keep is None else self.model(input_ids, cache, keep, **args)
+        out = self.model.encoder(input_ids, layers, **args) if keep is None else self.model(input_ids, layers, keep, **args)
         last = out if keep is None else out.hidden  # (B, t, d)
         recorded = {"hidden_states": (*trace.hidden, last) if hidden else None,
                     "attentions": tuple(trace.attentions) if attentions else None}
@@ -159,33 +177,36 @@ class _FTModel(_FTPreTrainedModel):
     """Encoder states h_t (after the final LayerNorm) as last_hidden_state."""
 
     @can_return_tuple
+    @_old_cache_name
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 position_ids: Tensor | None = None, past_key_values: Cache | None = None,
                 inputs_embeds: Tensor | None = None, use_cache: bool | None = None,
                 output_attentions: bool | None = None, output_hidden_states: bool | None = None,
-                **kwargs: Any) -> BaseModelOutputWithPast:
+                cache: Cache | None = None, **kwargs: Any) -> BaseModelOutputWithPast:
         h, cache, recorded = self._run(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds,
-                                       use_cache, output_attentions, output_hidden_states)  # (B, T, d)
-        return BaseModelOutputWithPast(last_hidden_state=h, past_key_values=cache, **recorded)
+                                       use_cache, output_attentions, output_hidden_states, cache=cache)  # (B, T, d)
+        return BaseModelOutputWithPast(last_hidden_state=h, **{CACHE_FIELD: cache}, **recorded)
 
 
 class _FTForCausalLM(_FTPreTrainedModel, GenerationMixin):
     """Next-token logits (B, T, V); `labels` give transformers' causal-LM loss."""
 
     @can_return_tuple
+    @_old_cache_name
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 position_ids: Tensor | None = None, past_key_values: Cache | None = None,
                 inputs_embeds: Tensor | None = None, labels: Tensor | None = None, use_cache: bool | None = None,
                 output_attentions: bool | None = None, output_hidden_states: bool | None = None,
-                logits_to_keep: int = 0, **kwargs: Any) -> CausalLMOutputWithPast:
+                logits_to_keep: int = 0, cache: Cache | None = None, **kwargs: Any) -> CausalLMOutputWithPast:
         """kwargs: loss options of transformers' ForCausalLMLoss (num_items_in_batch, shift_labels, ignore_index)."""
         out, cache, recorded = self._run(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds,
-                                         use_cache, output_attentions, output_hidden_states, keep=logits_to_keep)
+                                         use_cache, output_attentions, output_hidden_states, keep=logits_to_keep,
+                                         cache=cache)
         loss = None
         if labels is not None or kwargs.get("shift_labels") is not None:
             options = {k: kwargs[k] for k in LOSS_OPTIONS if k in kwargs}
             loss = self.loss_function(out.logits, labels, vocab_size=self.config.vocab_size, **options)
-        return CausalLMOutputWithPast(loss=loss, logits=out.logits, past_key_values=cache, **recorded)
+        return CausalLMOutputWithPast(loss=loss, logits=out.logits, **{CACHE_FIELD: cache}, **recorded)
 
 
 def _hf_classes(model_type: str, module: type[LanguageModel]) -> tuple[type, type, type]:

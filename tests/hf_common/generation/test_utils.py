@@ -16,6 +16,8 @@ from transformers import GenerationMixin
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
 
+from futuretoken.hf.modeling import CACHE_FIELD
+
 
 class GenerationTesterMixin:
     max_new_tokens = 3
@@ -219,8 +221,8 @@ class GenerationTesterMixin:
         """Keyword arguments given to generate reach forward (the issue: output flags used to be dropped)."""
         config, inputs = self.prepare_config_and_inputs_for_generate()
         for model in self._models(config):
-            prepared = model.prepare_inputs_for_generation(
-                inputs["input_ids"], past_key_values=DynamicCache(), attention_mask=inputs["attention_mask"],
+            prepared = model.prepare_inputs_for_generation(  # the cache under the installed version's name
+                inputs["input_ids"], **{CACHE_FIELD: DynamicCache()}, attention_mask=inputs["attention_mask"],
                 output_hidden_states=True, output_attentions=True, use_cache=True, is_first_iteration=True)
-            for key in ("input_ids", "attention_mask", "past_key_values", "output_hidden_states", "output_attentions"):
+            for key in ("input_ids", "attention_mask", CACHE_FIELD, "output_hidden_states", "output_attentions"):
                 self.assertIn(key, prepared)
