@@ -22,7 +22,24 @@ from futuretoken.config import ConfigError
 )
 def test_validation_names_the_field(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        ft.ModelConfig(**overrides)
+        ft.ModelConfig(**overrides).validate_for("ftp")  # the encoder's fields fail on construction already
+
+
+def test_a_model_type_is_checked_on_the_fields_it_uses_only():
+    """A GPT has no decoder: dec_head, gamma, ... do not refuse it; FTP, MTP and MTP-seq check theirs."""
+    from futuretoken.hf import FTPConfig, GPTConfig
+
+    odd = dict(n_embd=32, n_head=4, dec_head=12, gamma=0.0, mtp_lambda=-1.0, mtp_backward="both")
+    assert GPTConfig(**odd).n_embd == 32
+    ft.GPT(ft.ModelConfig(**odd, vocab_size=50, block_size=8, n_layer=1))
+    ft.RunConfig.from_dict({"model": odd, "train": {"model": "gpt"}})
+    for model_type, message in (("ftp", "gamma=0.0"), ("mtp", "mtp_backward='both'"), ("mtp_seq", "mtp_lambda=-1.0")):
+        with pytest.raises(ConfigError, match=f"{message}.*model type {model_type}"):
+            ft.RunConfig.from_dict({"model": odd, "train": {"model": model_type}})
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+            ft.MODELS[model_type](ft.ModelConfig(**odd, vocab_size=50, block_size=8, n_layer=1))
+    with pytest.raises(ConfigError, match="gamma=0.0"):
+        FTPConfig(**odd)
 
 
 def test_presets_build_and_override():

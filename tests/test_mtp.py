@@ -195,9 +195,9 @@ def test_flop_counts_follow_the_parameters():
 
 def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match="mtp_backward='both'"):
-        tiny_config(mtp_backward="both")
+        ft.MTP(tiny_config(mtp_backward="both"))
     with pytest.raises(ConfigError, match="mtp_lambda=-0.1"):
-        tiny_config(mtp_lambda=-0.1)
+        ft.MTPSeq(tiny_config(mtp_lambda=-0.1))
     with pytest.raises(ConfigError, match="train.model='mtp2'.*mtp, mtp_seq"):
         ft.RunConfig.from_dict({"train": {"model": "mtp2"}})
 

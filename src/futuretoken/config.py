@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -161,33 +162,14 @@ class ModelConfig:
         for name, limit in MODEL_LIMITS.items():
             need(getattr(self, name) <= limit, f"{name}={getattr(self, name)} is above {limit}, the largest "
                  "this version accepts; use a smaller value")
-        for name in ("vocab_size", "vocab_multiple", "block_size", "n_layer", "n_head", "n_embd", "dec_head",
-                     "loss_chunk"):
+        for name in ("vocab_size", "vocab_multiple", "block_size", "n_layer", "n_head", "n_embd", "loss_chunk"):
             need(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
         need(
             self.n_embd % self.n_head == 0,
             f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
             f"choose n_head among {[h for h in range(1, 33) if self.n_embd % h == 0]}",
         )
-        need(
-            self.n_embd % self.dec_head == 0,
-            f"n_embd={self.n_embd} is not divisible by dec_head={self.dec_head}; "
-            f"choose dec_head among {[h for h in range(1, 33) if self.n_embd % h == 0]}",
-        )
-        need(self.horizon >= 1, f"horizon (N)={self.horizon} must be >= 1; N=1 predicts the next token only")
-        need(0.0 < self.gamma <= 1.0, f"gamma={self.gamma} must be in (0, 1]; 1 weights all distances equally")
-        need(self.pseudo_len >= 1, f"pseudo_len (P)={self.pseudo_len} must be >= 1")
-        need(self.dec_layer >= 0, f"dec_layer={self.dec_layer} must be >= 0")
         need(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
-        need(
-            0.0 < self.decoder_fraction <= 1.0,
-            f"decoder_fraction={self.decoder_fraction} must be in (0, 1]; 1 trains the decoder on every position",
-        )
-        need(self.decoder_start in DECODER_STARTS,
-             f"decoder_start={self.decoder_start!r} is unknown; choose current (x_t) or learned (a start vector)")
-        need(self.mtp_backward in MTP_BACKWARDS,
-             f"mtp_backward={self.mtp_backward!r} is unknown; choose sequential (less memory, same gradients) or joint")
-        need(self.mtp_lambda >= 0.0, f"mtp_lambda={self.mtp_lambda} must be >= 0; 0 trains the next-token head alone")
         need(self.loss_impl in LOSS_IMPLEMENTATIONS,
              f"loss_impl={self.loss_impl!r} is unknown; choose auto, torch or chunked")
         if self.eot_token is not None:
@@ -195,6 +177,14 @@ class ModelConfig:
                 0 <= self.eot_token < self.vocab_size,
                 f"eot_token={self.eot_token} is outside the vocabulary [0, {self.vocab_size})",
             )
+
+    def validate_for(self, model_type: str) -> None:
+        """The checks of the fields `model_type` uses (TYPE_FIELDS): a GPT's config is not refused for a
+        decoder setting it never reads. Run by RunConfig, the model classes and the transformers configs."""
+        for name in TYPE_FIELDS.get(model_type, ()):
+            problem = FIELD_CHECKS[name](self)
+            if problem:
+                raise ConfigError(f"{problem} (model type {model_type})")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "ModelConfig":
@@ -274,6 +264,38 @@ class DataConfig:
 
 # What train.model may name (futuretoken.model.MODELS maps each to its class; config sits below model).
 MODEL_TYPES = ("gpt", "ftp", "mtp", "mtp_seq")
+
+# The ModelConfig fields each model type reads beyond the encoder's, checked only for that type.
+TYPE_FIELDS: dict[str, tuple[str, ...]] = {
+    "gpt": (),
+    "ftp": ("horizon", "gamma", "pseudo_len", "dec_layer", "dec_head", "decoder_fraction", "decoder_start"),
+    "mtp": ("horizon", "mtp_backward"),
+    "mtp_seq": ("horizon", "mtp_lambda"),
+}
+
+
+def _divisors(n: int) -> list[int]:
+    return [h for h in range(1, 33) if n % h == 0]
+
+
+# field -> its check: None when the value is fine, else what is wrong and the fix.
+FIELD_CHECKS: dict[str, Callable[[ModelConfig], str | None]] = {
+    "horizon": lambda c: None if c.horizon >= 1 else
+    f"horizon (N)={c.horizon} must be >= 1; N=1 predicts the next token only",
+    "gamma": lambda c: None if 0.0 < c.gamma <= 1.0 else f"gamma={c.gamma} must be in (0, 1]; 1 weights all distances equally",
+    "pseudo_len": lambda c: None if c.pseudo_len >= 1 else f"pseudo_len (P)={c.pseudo_len} must be >= 1",
+    "dec_layer": lambda c: None if c.dec_layer >= 0 else f"dec_layer={c.dec_layer} must be >= 0",
+    "dec_head": lambda c: None if c.dec_head >= 1 and c.n_embd % c.dec_head == 0 else
+    f"n_embd={c.n_embd} is not divisible by dec_head={c.dec_head}; choose dec_head among {_divisors(c.n_embd)}",
+    "decoder_fraction": lambda c: None if 0.0 < c.decoder_fraction <= 1.0 else
+    f"decoder_fraction={c.decoder_fraction} must be in (0, 1]; 1 trains the decoder on every position",
+    "decoder_start": lambda c: None if c.decoder_start in DECODER_STARTS else
+    f"decoder_start={c.decoder_start!r} is unknown; choose current (x_t) or learned (a start vector)",
+    "mtp_backward": lambda c: None if c.mtp_backward in MTP_BACKWARDS else
+    f"mtp_backward={c.mtp_backward!r} is unknown; choose sequential (less memory, same gradients) or joint",
+    "mtp_lambda": lambda c: None if c.mtp_lambda >= 0.0 else
+    f"mtp_lambda={c.mtp_lambda} must be >= 0; 0 trains the next-token head alone",
+}
 # What train.activation_checkpointing may name (training/parallelize.py).
 ACTIVATION_CHECKPOINTING = ("none", "decoder", "all")
 # What train.schedule may name (training/optim.py learning_rate).
@@ -365,6 +387,9 @@ class RunConfig:
     train: TrainConfig
 
     SECTIONS = ("model", "data", "train")
+
+    def __post_init__(self) -> None:
+        self.model.validate_for(self.train.model)  # the fields of the model type this run trains
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "RunConfig":

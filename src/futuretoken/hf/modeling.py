@@ -77,7 +77,7 @@ class _FTConfig(PretrainedConfig, _ModelFields):
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
-        self.to_model_config()  # validates: a ConfigError names the field and the fix
+        self.to_model_config().validate_for(self.ft_model_type)  # a ConfigError names the field and the fix
 
     def to_model_config(self) -> ModelConfig:
         return ModelConfig(**{k: getattr(self, k) for k in _FIELDS})

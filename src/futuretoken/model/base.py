@@ -27,6 +27,7 @@ class LanguageModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         config.validate()
+        config.validate_for(self.model_type)
         self.config = config
         self.encoder = Encoder(config)
 
