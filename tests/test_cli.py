@@ -115,3 +115,17 @@ def test_help_starts_without_importing_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_help_config_gives_every_key_its_default_meaning_and_allowed_values(capsys):
+    from futuretoken.cli import print_config_keys
+    from futuretoken.config import ALLOWED, DataConfig, ModelConfig, TrainConfig, describe
+
+    print_config_keys()
+    shown = capsys.readouterr().out
+    for cls in (ModelConfig, DataConfig, TrainConfig):
+        for key, default, meaning in describe(cls):
+            assert meaning, f"{cls.__name__}.{key} has no comment to explain it"
+            line = next(line for line in shown.splitlines() if line.strip().startswith(f"{key} = "))
+            assert all(choice in line for choice in ALLOWED.get(key, ())), line
+    assert 'schedule = "cosine"  # cosine' in shown and "tiny | small | gpt2-124m" in shown

@@ -152,14 +152,25 @@ def cmd_data(args) -> None:
     print(f"prepared {args.out}: vocab {manifest['vocab_size']}, tokens {splits}")
 
 
+def print_config_keys() -> None:
+    """`train --help-config`: every key of every table, its default (TOML) and what it means."""
+    from .config import PRESETS, DataConfig, ModelConfig, TrainConfig, describe
+
+    for section, cls in (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig)):
+        print(f"[{section}]")
+        if section == "model":
+            print(f"  preset = (none)  # a base shape, other keys override it: {' | '.join(PRESETS)}")
+        for key, default, meaning in describe(cls):
+            value = "(unset)" if default is None else json.dumps(default)
+            print(f"  {key} = {value}" + (f"  # {meaning}" if meaning else ""))
+        print()
+
+
 def cmd_train(args) -> None:
     from .config import RunConfig
 
     if args.help_config:
-        for section, values in RunConfig.from_dict({}).to_dict().items():
-            print(f"[{section}]" + ("  # also: preset = tiny | small | gpt2-124m" if section == "model" else ""))
-            for key, value in values.items():
-                print(f"  {key} = {value!r}")
+        print_config_keys()
         return
     from .training import train
 

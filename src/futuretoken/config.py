@@ -120,17 +120,17 @@ class ModelConfig:
     vocab_multiple: int = 64  # padded rows keep matmul shapes aligned; they are never predicted
     block_size: int = 1024  # T: encoder context length
     n_layer: int = 12  # encoder layers
-    n_head: int = 12
-    n_embd: int = 768  # d
-    dropout: float = 0.0
-    bias: bool = True
+    n_head: int = 12  # encoder attention heads (n_embd divisible by it)
+    n_embd: int = 768  # d: the width of h_t and of every block
+    dropout: float = 0.0  # in [0, 1): on attention, residual and embedding outputs
+    bias: bool = True  # biases in linear layers and LayerNorms (GPT-2 has them)
     # Tokens predicted from every position (ignored by GPT)
     horizon: int = 8  # N: FTP's decoder outputs; MTP's heads; MTP-seq's next-token head + N-1 modules
     # FTP only
     gamma: float = 0.8  # weight of distance k is gamma**(k-1)
     pseudo_len: int = 12  # P: length of the pseudo-sequence h_t is expanded into
-    dec_layer: int = 3
-    dec_head: int = 12
+    dec_layer: int = 3  # FTP decoder layers (0: h_t goes straight to the head)
+    dec_head: int = 12  # FTP decoder attention heads (n_embd divisible by it)
     decoder_fraction: float = 1.0  # share of positions whose decoder runs in training
     decoder_start: str = "current"  # first decoder input: "current" token x_t, or a "learned" vector (h_t must carry x_t)
     # MTP (parallel heads, Gloeckle et al. 2024) and MTP-seq (sequential modules, DeepSeek-V3)
@@ -242,7 +242,7 @@ class DataConfig:
 
     DEFAULTS = {"corpus": "builtin:prose", "tokenizer": "bpe:4096", "val_fraction": 0.05}
 
-    dir: str = "runs/data/prose-bpe4096"
+    dir: str = "runs/data/prose-bpe4096"  # the prepared data folder (`futuretoken data prepare --out`)
     corpus: str | None = None  # None: whatever `dir` holds (builtin:prose when it must be prepared)
     tokenizer: str | None = None  # None: whatever `dir` holds (bpe:4096 when it must be prepared)
     val_fraction: float | None = None  # None: whatever `dir` holds (0.05 when it must be prepared)
@@ -300,6 +300,10 @@ FIELD_CHECKS: dict[str, Callable[[ModelConfig], str | None]] = {
 ACTIVATION_CHECKPOINTING = ("none", "decoder", "all")
 # What train.schedule may name (training/optim.py learning_rate).
 SCHEDULES = ("cosine", "wsd")
+# str fields with a closed set of values, for describe().
+ALLOWED = {"decoder_start": DECODER_STARTS, "mtp_backward": MTP_BACKWARDS, "loss_impl": LOSS_IMPLEMENTATIONS,
+           "model": MODEL_TYPES, "dtype": DTYPES, "parallel": PARALLEL,
+           "activation_checkpointing": ACTIVATION_CHECKPOINTING, "schedule": SCHEDULES}
 
 # The seeds every consumer accepts: torch.manual_seed takes [-2**63, 2**64), numpy's SeedSequence
 # (training/trainer.py process_seed, the window sampler) only integers >= 0, and TOML integers are
@@ -309,34 +313,34 @@ SEED_MAX = 2**63 - 1
 
 @dataclass
 class TrainConfig:
-    model: str = "ftp"  # one of MODEL_TYPES
-    out_dir: str = "runs/train"
+    model: str = "ftp"  # the objective: gpt | ftp | mtp | mtp_seq (MODEL_TYPES)
+    out_dir: str = "runs/train"  # the run folder: checkpoints, metrics.jsonl, run.json, tokenizer
     batch_size: int = 16  # sequences per micro-batch per process
-    grad_accum: int = 1
-    max_steps: int = 1000
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_steps: int = 100
+    grad_accum: int = 1  # micro-batches per optimizer step (tokens per step = batch_size * grad_accum * block_size)
+    max_steps: int = 1000  # optimizer steps
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    min_lr: float = 1e-4  # learning rate at the end of the schedule
+    warmup_steps: int = 100  # linear warm-up from 0 to lr
     schedule: str = "cosine"  # cosine (to min_lr at max_steps) | wsd (warmup, stable, then linear decay)
     decay_steps: int | None = None  # wsd: the decay's length (None: the last fifth of max_steps)
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
+    weight_decay: float = 0.1  # AdamW, on matrices only (0 disables it)
+    beta1: float = 0.9  # AdamW, in [0, 1)
+    beta2: float = 0.95  # AdamW, in [0, 1)
     grad_clip: float = 1.0  # 0 disables clipping
-    eval_interval: int = 100
-    eval_batches: int = 20
-    ckpt_interval: int = 100
-    keep_last: int = 3
+    eval_interval: int = 100  # steps between validation losses
+    eval_batches: int = 20  # batches per validation
+    ckpt_interval: int = 100  # steps between checkpoints
+    keep_last: int = 3  # newest checkpoints kept (older ones are deleted unless keep_every keeps them)
     keep_every: int = 0  # also keep every checkpoint whose step is a multiple of this (0: none); `compare` picks among them
-    log_interval: int = 10
-    seed: int = 0
+    log_interval: int = 10  # steps between training-loss lines in metrics.jsonl
+    seed: int = 0  # init, data order and dropout; 0 to 2**63 - 1
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | float32 | bfloat16 | float64 (exactness checks)
     deterministic: bool = False  # deterministic kernels: bit-exact resume on CUDA too (slower)
-    compile: bool = False
+    compile: bool = False  # torch.compile each block (faster on GPU after a compile wait)
     activation_checkpointing: str = "none"  # none | decoder (blocks beside the encoder) | all: recompute in backward
     parallel: str = "ddp"  # ddp | fsdp (only used under torchrun with several processes)
-    progress: bool = True
+    progress: bool = True  # a progress bar while training
 
     def __post_init__(self) -> None:
         self.validate()
@@ -376,6 +380,27 @@ class TrainConfig:
                               "choose none, decoder or all")
         if self.parallel not in PARALLEL:
             raise ConfigError(f"train.parallel='{self.parallel}' is unknown; choose ddp or fsdp")
+
+
+def describe(cls: type) -> list[tuple[str, Any, str]]:
+    """(key, default, meaning) of every field of a config dataclass; the meaning is the comment beside the
+    field in this file (one place for both), with a str field's allowed values where a constant lists them."""
+    import inspect
+    import re
+
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # installed without sources
+        source = ""
+    out = []
+    for f in fields(cls):
+        found = re.search(rf"^\s+{f.name}: [^\n]*?#\s*(.*)$", source, re.M)
+        meaning = found.group(1) if found else ""
+        choices = ALLOWED.get(f.name)
+        if choices and not all(c in meaning for c in choices):
+            meaning += f" (one of {', '.join(choices)})"
+        out.append((f.name, f.default, meaning))
+    return out
 
 
 @dataclass
