@@ -129,3 +129,10 @@ def test_help_config_gives_every_key_its_default_meaning_and_allowed_values(caps
             line = next(line for line in shown.splitlines() if line.strip().startswith(f"{key} = "))
             assert all(choice in line for choice in ALLOWED.get(key, ())), line
     assert 'schedule = "cosine"  # cosine' in shown and "tiny | small | gpt2-124m" in shown
+
+
+def test_the_package_exports_what_it_lists():
+    import futuretoken
+
+    assert set(futuretoken.__all__) == set(futuretoken._EXPORTS) | {"__version__"}
+    assert all(getattr(futuretoken, name) is not None for name in futuretoken.__all__)

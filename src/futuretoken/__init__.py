@@ -23,7 +23,11 @@ _EXPORTS = {
     "train": ("training", "train"),
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [  # _EXPORTS and the version (a literal list, so that linters see what is exported)
+    "FTP", "GPT", "MODELS", "MTP", "ConfigError", "DataConfig", "KVCache", "LanguageModel", "LossOutput", "MTPSeq",
+    "ModelConfig", "ModelOutput", "RunConfig", "SamplingConfig", "TrainConfig", "__version__", "embed", "encode",
+    "generate", "generate_text", "load", "load_tokenizer", "prepare", "train", "training_flops_per_token",
+]
 
 
 def __getattr__(name: str):

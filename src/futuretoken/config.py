@@ -300,10 +300,12 @@ FIELD_CHECKS: dict[str, Callable[[ModelConfig], str | None]] = {
 ACTIVATION_CHECKPOINTING = ("none", "decoder", "all")
 # What train.schedule may name (training/optim.py learning_rate).
 SCHEDULES = ("cosine", "wsd")
+TRACKERS = ("none", "tensorboard", "wandb")  # train.tracker (training/tracking.py)
 # str fields with a closed set of values, for describe().
 ALLOWED = {"decoder_start": DECODER_STARTS, "mtp_backward": MTP_BACKWARDS, "loss_impl": LOSS_IMPLEMENTATIONS,
            "model": MODEL_TYPES, "dtype": DTYPES, "parallel": PARALLEL,
-           "activation_checkpointing": ACTIVATION_CHECKPOINTING, "schedule": SCHEDULES}
+           "activation_checkpointing": ACTIVATION_CHECKPOINTING, "schedule": SCHEDULES,
+           "tracker": TRACKERS}
 
 # The seeds every consumer accepts: torch.manual_seed takes [-2**63, 2**64), numpy's SeedSequence
 # (training/trainer.py process_seed, the window sampler) only integers >= 0, and TOML integers are
@@ -341,6 +343,7 @@ class TrainConfig:
     activation_checkpointing: str = "none"  # none | decoder (blocks beside the encoder) | all: recompute in backward
     parallel: str = "ddp"  # ddp | fsdp (only used under torchrun with several processes)
     progress: bool = True  # a progress bar while training
+    tracker: str = "none"  # live curves beside metrics.jsonl: none | tensorboard (RUN/tensorboard) | wandb
 
     def __post_init__(self) -> None:
         self.validate()
@@ -378,6 +381,8 @@ class TrainConfig:
         if self.activation_checkpointing not in ACTIVATION_CHECKPOINTING:
             raise ConfigError(f"train.activation_checkpointing='{self.activation_checkpointing}' is unknown; "
                               "choose none, decoder or all")
+        if self.tracker not in TRACKERS:
+            raise ConfigError(f"train.tracker='{self.tracker}' is unknown; choose one of {', '.join(TRACKERS)}")
         if self.parallel not in PARALLEL:
             raise ConfigError(f"train.parallel='{self.parallel}' is unknown; choose ddp or fsdp")
 

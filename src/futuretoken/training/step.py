@@ -18,14 +18,14 @@ from ..config import TrainConfig
 from . import distributed
 from .optim import learning_rate
 
-SKIPPED, STOP = -2, -1  # the last two entries of a statistics row
+GRAD_NORM, SKIPPED, STOP = -3, -2, -1  # the last three entries of a statistics row; the loss statistics precede them
 
 
 @dataclass
 class TrainStep:
     """`step(n, batch, stop_requested)` -> the statistics row of optimizer step n (on the device):
-    LossModule's stats summed over the global batch, then [skipped, stop requested] (summed over
-    processes). `batch(micro)` gives micro-batch `micro` of the step, (b, T + horizon) tokens."""
+    LossModule's stats summed over the global batch, then [gradient norm (before clipping), skipped,
+    stop requested] (summed over processes, but the norm: it is the global batch's). `batch(micro)` gives micro-batch `micro` of the step, (b, T + horizon) tokens."""
 
     loss_module: nn.Module  # LossModule, maybe wrapped by DDP/FSDP (training/parallelize.py)
     optimizer: torch.optim.Optimizer
@@ -40,7 +40,7 @@ class TrainStep:
         lr = learning_rate(step, tc)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        stats = torch.zeros(2 + 2 * self.horizon + 2, dtype=torch.float64, device=self.device)
+        stats = torch.zeros(2 + 2 * self.horizon + 3, dtype=torch.float64, device=self.device)
         for micro in range(tc.grad_accum):
             tokens = batch(micro)
             with distributed.grad_sync(self.loss_module, micro == tc.grad_accum - 1):
@@ -48,7 +48,7 @@ class TrainStep:
                 with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
                     weighted_sum, micro_stats = self.loss_module(tokens)
                 weighted_sum.backward()  # a sum: the global normaliser is applied to the gradients below
-            stats[:SKIPPED] += micro_stats
+            stats[:GRAD_NORM] += micro_stats
         stats[STOP].fill_(float(stop_requested))
         stats = distributed.sum_across(stats, self.info)
         params = [p for p in self.loss_module.parameters() if p.grad is not None]
@@ -63,4 +63,5 @@ class TrainStep:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         stats[SKIPPED] = skipped
+        stats[GRAD_NORM] = norm
         return stats

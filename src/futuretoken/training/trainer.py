@@ -44,7 +44,8 @@ from .objective import LossModule, evaluate, summarise
 from .optim import learning_rate, make_optimizer
 from .parallelize import parallelize
 from .run_folder import RunFolder
-from .step import SKIPPED, STOP, TrainStep
+from .step import GRAD_NORM, SKIPPED, STOP, TrainStep
+from .tracking import open_tracker
 
 
 class TrainingError(RuntimeError):
@@ -146,6 +147,8 @@ class Trainer:
             self._restore(self.ckpt)
         elif self.info.is_main:
             self.folder.write_record(cfg, data_dir, self.train_tokens.manifest, self.data_sha256)
+        # Live curves (train.tracker), on the process that writes metrics.jsonl.
+        self.tracker = open_tracker(tc.tracker if self.info.is_main else "none", self.run_dir, cfg.to_dict(), self.step)
 
     # --- checkpoints -----------------------------------------------------------------------
     def _hold_run_folder(self) -> None:
@@ -266,6 +269,7 @@ class Trainer:
     def _log(self, record: dict) -> None:
         if self.info.is_main:
             self.folder.log(record)
+            self.tracker.log(record)
 
     # --- the loop --------------------------------------------------------------------------
     def _on_signal(self, signum, _frame) -> None:
@@ -288,7 +292,7 @@ class Trainer:
         first_step = self.step - len(rows) + 1
         for offset, row in enumerate(rows):
             if row[SKIPPED]:
-                value = summarise(row[:SKIPPED])["loss"]
+                value = summarise(row[:GRAD_NORM])["loss"]
                 last = latest_valid_checkpoint(self.run_dir)
                 raise TrainingError(
                     f"loss is {value} (or its gradient is not finite) at step {first_step + offset}; that update "
@@ -329,14 +333,15 @@ class Trainer:
                 if not (log or validate or checkpoint or signalled):
                     continue
                 rows = self._read_back()
-                result.losses += [summarise(r[:SKIPPED])["loss"] for r in rows]
+                result.losses += [summarise(r[:GRAD_NORM])["loss"] for r in rows]
                 stop = any(r[STOP] for r in rows) or signalled
                 if log:
                     elapsed = time.perf_counter() - window_start
                     tps = window_tokens / max(elapsed, 1e-9)
-                    metrics = summarise(rows[-1][:SKIPPED])
+                    metrics = summarise(rows[-1][:GRAD_NORM])
                     self._log({"step": self.step, "split": "train", "loss": metrics["loss"],
                                "per_distance": metrics["per_distance"], "lr": learning_rate(self.step - 1, tc),
+                               "grad_norm": float(rows[-1][GRAD_NORM]),
                                "tokens": self.tokens_seen, "tokens_per_s": tps, "flops_per_s": tps * flops_per_token})
                     window_start, window_tokens = time.perf_counter(), 0
                     if bar is not None:
@@ -361,6 +366,9 @@ class Trainer:
         return result
 
     def close(self) -> None:
+        if getattr(self, "tracker", None) is not None:
+            self.tracker.close()
+            self.tracker = None
         distributed.teardown(self.info)
         self.folder.release()
 
