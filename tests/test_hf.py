@@ -244,31 +244,61 @@ def test_auto_tokenizer_round_trips(runs, kind):
     assert batch["attention_mask"][0, -1] == 0  # right padding
 
 
+# A process where futuretoken cannot be imported: the machine of someone with only transformers installed.
+WITHOUT_FUTURETOKEN = (
+    "import sys\n"
+    "class _NoFuturetoken:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] == 'futuretoken':\n"
+    "            raise ModuleNotFoundError('futuretoken is not installed here')\n"
+    "sys.meta_path.insert(0, _NoFuturetoken())\n"
+)
+
+
 @pytest.mark.parametrize("remote", ["ftp", "mtp_seq"])
-def test_trust_remote_code_without_importing_futuretoken_hf(runs, tmp_path, remote):
-    """A fresh process loads the folder through its own modeling_futuretoken.py (auto_map)."""
+def test_exports_load_and_save_again_where_only_transformers_is_installed(runs, tmp_path, remote):
+    """The folder as the Hub serves it: the model through its self-contained modeling_futuretoken.py
+    (trust_remote_code), the tokenizer with no remote code and no question asked, and a
+    save_pretrained of the loaded model (what push_to_hub uploads) that loads the same way again.
+    A model loaded in-process through futuretoken.hf and saved again also keeps what that needs."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import futuretoken.hf  # noqa: F401  (registers the classes: no remote code in this process)
+
     ours = ft.load(runs / remote)
     idx = torch.tensor([ours.tokenizer.encode(TEXTS[1])])
-    script = (
-        "import sys, torch\n"
-        "from transformers import AutoModel, AutoModelForCausalLM\n"
-        f"path, idx = {str(runs / f'hf-{remote}')!r}, torch.tensor({idx.tolist()})\n"
-        "lm = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)\n"
-        "base = AutoModel.from_pretrained(path, trust_remote_code=True)\n"
-        "assert 'futuretoken.hf' not in sys.modules, 'remote code should not need futuretoken.hf'\n"
-        "with torch.no_grad():\n"
-        "    torch.save({'logits': lm(idx).logits, 'hidden': base(idx).last_hidden_state}, sys.argv[1])\n"
+    resaved = tmp_path / "resaved-here"
+    AutoModelForCausalLM.from_pretrained(runs / f"hf-{remote}").save_pretrained(resaved)
+    AutoTokenizer.from_pretrained(runs / f"hf-{remote}").save_pretrained(resaved)
+    script = WITHOUT_FUTURETOKEN + (
+        "import torch\n"
+        "from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer\n"
+        f"folders, idx, text = sys.argv[2:], torch.tensor({idx.tolist()}), {TEXTS[1]!r}\n"
+        "out = {}\n"
+        "for i, path in enumerate(folders):\n"
+        "    lm = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)\n"
+        "    base = AutoModel.from_pretrained(path, trust_remote_code=True)\n"
+        "    tok = AutoTokenizer.from_pretrained(path)\n"
+        "    assert tok(text)['input_ids'] == idx[0].tolist(), 'tokenizer'\n"
+        "    lm.save_pretrained(sys.argv[1] + f'-{i}')\n"
+        "    tok.save_pretrained(sys.argv[1] + f'-{i}')\n"
+        "    again = AutoModelForCausalLM.from_pretrained(sys.argv[1] + f'-{i}', trust_remote_code=True)\n"
+        "    with torch.no_grad():\n"
+        "        out[i] = {'logits': lm(idx).logits, 'hidden': base(idx).last_hidden_state, 'again': again(idx).logits}\n"
+        "torch.save(out, sys.argv[1])\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "o.pt")], capture_output=True, text=True,
-                         env=env, timeout=300)
-    assert out.returncode == 0, out.stderr
-    got = torch.load(tmp_path / "o.pt")
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "o.pt"), str(runs / f"hf-{remote}"),
+                          str(resaved)], capture_output=True, text=True, env=env, timeout=300,
+                         stdin=subprocess.DEVNULL)  # a "run custom code? [y/N]" question would fail here
+    assert run.returncode == 0, run.stderr
     with torch.no_grad():
         want = ours(idx)
-    # Another process may use another number of threads: equal up to float summation order.
-    torch.testing.assert_close(got["logits"], want.logits, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(got["hidden"], want.hidden, atol=1e-5, rtol=1e-5)
+    for got in torch.load(tmp_path / "o.pt").values():
+        # Another process may use another number of threads: equal up to float summation order.
+        torch.testing.assert_close(got["logits"], want.logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got["again"], want.logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got["hidden"], want.hidden, atol=1e-5, rtol=1e-5)
 
 
 def test_lm_eval_local_task_scores(runs, data_dir, tmp_path):

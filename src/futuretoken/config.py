@@ -9,16 +9,20 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+
+def _tomllib():
+    """The TOML parser, imported where it is used: the model's config (in an export's self-contained modeling
+    file too, hf/standalone.py) needs no TOML package."""
+    try:  # a try block: transformers' scan of remote code does not require what it imports
+        import tomllib
+    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    return tomllib
 
 
 class ConfigError(ValueError):
@@ -96,6 +100,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         problem = "is a folder" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
         raise ConfigError(f"config file {path} {problem}; give the path of a TOML file")
+    tomllib = _tomllib()
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
@@ -459,6 +464,7 @@ class RunConfig:
 
 def _parse_scalar(raw: str) -> Any:
     """CLI values: TOML scalar syntax when it parses (1e-3, true, "x"), the raw string otherwise."""
+    tomllib = _tomllib()
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:

@@ -1,7 +1,8 @@
 """Export a trained run as one folder that transformers, lm-eval and sentence-transformers all load.
 
 OUT/ holds: config.json (+ auto_map), model.safetensors, generation_config.json,
-modeling_futuretoken.py (for trust_remote_code=True), tokenizer.json + tokenizer_config.json
+modeling_futuretoken.py (self-contained, for trust_remote_code=True where futuretoken is not
+installed: hf/standalone.py), tokenizer.json + tokenizer_config.json
 (a PreTrainedTokenizerFast, eos = bos = pad = <|endoftext|>, right padding) and the
 sentence-transformers files (modules.json, sentence_bert_config.json, 1_Pooling/config.json).
 """
@@ -9,14 +10,12 @@ sentence-transformers files (modules.json, sentence_bert_config.json, 1_Pooling/
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from ..checkpoint import load_model, output_dir
 from ..data.tokenizer import EOT, TiktokenTokenizer, Tokenizer
-from .modeling import BASE_MODELS, CAUSAL_LM, CONFIGS
+from .modeling import CAUSAL_LM
 
-MODELING_FILE = "modeling_futuretoken.py"
 # our pool -> sentence-transformers' Pooling flag (its weighted mean is SGPT's position weighting, as ours)
 POOLS = {"mean": "pooling_mode_mean_tokens", "last": "pooling_mode_lasttoken",
          "weighted_mean": "pooling_mode_weightedmean_tokens"}
@@ -89,10 +88,7 @@ def export_hf(run_dir: str | Path, out_dir: str | Path, pool: str = "mean") -> P
     eot = model.tokenizer.eot_token  # the document separator: begins, ends and pads sequences
     hf.config.bos_token_id = hf.config.eos_token_id = hf.config.pad_token_id = eot
     hf.generation_config.bos_token_id = hf.generation_config.eos_token_id = hf.generation_config.pad_token_id = eot
-    classes = {"AutoConfig": CONFIGS, "AutoModel": BASE_MODELS, "AutoModelForCausalLM": CAUSAL_LM}
-    hf.config.auto_map = {auto: f"{MODELING_FILE[:-3]}.{c[model.model_type].__name__}" for auto, c in classes.items()}
-    hf.save_pretrained(out)
-    shutil.copyfile(Path(__file__).with_name("modeling.py"), out / MODELING_FILE)
+    hf.save_pretrained(out)  # with modeling_futuretoken.py and auto_map (modeling.py save_pretrained)
     hf_tokenizer(model.tokenizer, model.config.block_size).save_pretrained(out)
     _write_sentence_transformer_files(out, model.config.n_embd, model.config.block_size, pool)
     return out

@@ -1,8 +1,9 @@
 """transformers wrappers around futuretoken's GPT, FTP, MTP and MTP-seq modules.
 
-`export_hf` copies this file into every exported folder as `modeling_futuretoken.py` and names
-its classes in config.json's `auto_map`, so the folder also loads with `trust_remote_code=True`
-(futuretoken must be installed). Keep imports here absolute for that reason.
+`save_pretrained` (and so `export_hf` and `push_to_hub`) writes beside the weights a self-contained
+copy of this file and of the futuretoken model code it uses, `modeling_futuretoken.py`
+(hf/standalone.py), and names its classes in config.json's `auto_map`: the folder loads with
+`trust_remote_code=True` where only torch and transformers are installed, as the Hub expects.
 
 - The wrapped `ft.GPT` / `ft.FTP` / `ft.MTP` / `ft.MTPSeq` is the submodule `.model`: same tensors,
   same state-dict keys (prefixed `model.`). The output head *is* the token embedding, so there is
@@ -24,6 +25,9 @@ its classes in config.json's `auto_map`, so the folder also loads with `trust_re
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import shutil
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,6 +41,9 @@ from futuretoken.config import ModelConfig
 from futuretoken.model import MODELS, LanguageModel
 from futuretoken.model.blocks import init_module
 from futuretoken.model.encoder import Trace
+
+MODELING_FILE = "modeling_futuretoken.py"
+SELF_CONTAINED = False  # True in the generated copy (hf/standalone.py), which then saves itself
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
 # transformers >= 5.24 names the cache argument and output field `cache` (before: `past_key_values`); generate()
@@ -121,6 +128,12 @@ class _FTPreTrainedModel(PreTrainedModel):
             wrapper = cls(config)
         wrapper.model = module
         return wrapper.train(module.training)
+
+    def save_pretrained(self, save_directory, *args: Any, **kwargs: Any) -> None:
+        """transformers' save, with the self-contained modeling file and `auto_map` that trust_remote_code needs."""
+        self.config.auto_map = auto_map(self.config.ft_model_type)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        write_modeling_file(Path(save_directory))
 
     def _init_weights(self, module: nn.Module) -> None:
         init_module(module, self.model.n_residual_layers)  # futuretoken's GPT-2 init
@@ -207,6 +220,24 @@ class _FTForCausalLM(_FTPreTrainedModel, GenerationMixin):
             options = {k: kwargs[k] for k in LOSS_OPTIONS if k in kwargs}
             loss = self.loss_function(out.logits, labels, vocab_size=self.config.vocab_size, **options)
         return CausalLMOutputWithPast(loss=loss, logits=out.logits, **{CACHE_FIELD: cache}, **recorded)
+
+
+def auto_map(model_type: str) -> dict[str, str]:
+    """config.json's auto_map: the Auto classes -> this model type's classes in MODELING_FILE."""
+    name = MODELS[model_type].__name__
+    return {"AutoConfig": f"{MODELING_FILE[:-3]}.{name}Config", "AutoModel": f"{MODELING_FILE[:-3]}.{name}Model",
+            "AutoModelForCausalLM": f"{MODELING_FILE[:-3]}.{name}ForCausalLM"}
+
+
+def write_modeling_file(folder: Path) -> None:
+    """FOLDER/modeling_futuretoken.py: this module, self-contained (generated from futuretoken's sources, or
+    copied when this already is the generated file, e.g. a model loaded with trust_remote_code)."""
+    if SELF_CONTAINED:
+        shutil.copyfile(__file__, folder / MODELING_FILE)
+        return
+    # Not an import statement: transformers scans remote code for those and would require futuretoken.
+    standalone = importlib.import_module("futuretoken.hf.standalone")
+    (folder / MODELING_FILE).write_text(standalone.standalone_source())
 
 
 def _hf_classes(model_type: str, module: type[LanguageModel]) -> tuple[type, type, type]:
