@@ -28,3 +28,39 @@ def test_the_trained_run_example_runs(trained_runs):
     exec(compile(python_blocks()[0], "README.md", "exec"), namespace)  # read top-down: imports come first
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["vectors"].shape == (2, 32)
+
+
+def test_the_hugging_face_examples_run_as_written(data_dir, tmp_path, monkeypatch):
+    """"Use it from Hugging Face": its export command and its Python block, verbatim, on CPU, in a folder laid
+    out as `make demo` leaves it (a small FTP run as runs/demo/ftp/seed-0, its data as the demo's)."""
+    import shlex
+    import subprocess
+    import sys
+
+    import pytest
+
+    pytest.importorskip("lm_eval")
+    pytest.importorskip("sentence_transformers")
+    from conftest import run_config
+    from futuretoken.training import train
+
+    section = README[README.index("## Use it from Hugging Face"):]
+    bash = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    python = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    cfg = run_config(data_dir, tmp_path / "runs" / "demo" / "ftp" / "seed-0", "ftp", max_steps=4, ckpt_interval=4,
+                     eval_interval=4)
+    cfg.model.block_size, cfg.model.horizon = 64, 4  # as the demo's: room for 20 new tokens, drafts of 4
+    train(cfg)
+    (tmp_path / "runs" / "data").mkdir()
+    (tmp_path / "runs" / "data" / "prose-bpe1024").symlink_to(data_dir)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for line in bash.strip().splitlines():
+        args = shlex.split(line.split("#")[0])
+        assert args[0] == "futuretoken"
+        done = subprocess.run([sys.executable, "-m", "futuretoken.cli", *args[1:]], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    namespace: dict = {}
+    exec(compile(python, "README.md", "exec"), namespace)
+    assert namespace["out"].shape[0] == 2 and namespace["vectors"].shape == (2, cfg.model.n_embd)
+    assert (tmp_path / "runs" / "hf" / "ftp-copy" / "modeling_futuretoken.py").is_file()
