@@ -64,3 +64,26 @@ def test_the_hugging_face_examples_run_as_written(data_dir, tmp_path, monkeypatc
     exec(compile(python, "README.md", "exec"), namespace)
     assert namespace["out"].shape[0] == 2 and namespace["vectors"].shape == (2, cfg.model.n_embd)
     assert (tmp_path / "runs" / "hf" / "ftp-copy" / "modeling_futuretoken.py").is_file()
+
+
+def test_the_train_on_your_own_text_recipe_runs_as_written(tmp_path, monkeypatch):
+    import shlex
+    import subprocess
+    import sys
+
+    from conftest import WORDS
+
+    section = README[README.index("### Train on your own text"):]
+    bash = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    (tmp_path / "my_texts").mkdir()
+    for i in range(30):  # a small folder of .txt documents
+        words = [WORDS[(7 * i + 3 * j) % len(WORDS)] for j in range(300)]
+        (tmp_path / "my_texts" / f"doc{i}.txt").write_text(" ".join(words) + ".\n")
+    monkeypatch.chdir(tmp_path)
+    for line in bash.strip().splitlines():
+        args = shlex.split(line.split("  #")[0])
+        assert args[0] == "futuretoken"
+        done = subprocess.run([sys.executable, "-m", "futuretoken.cli", *args[1:]], capture_output=True, text=True,
+                              env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, f"{line}\n{done.stderr}"
+    assert done.stdout.startswith("Once upon a time") and len(done.stdout) > len("Once upon a time")
