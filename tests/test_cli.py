@@ -136,3 +136,20 @@ def test_the_package_exports_what_it_lists():
 
     assert set(futuretoken.__all__) == set(futuretoken._EXPORTS) | {"__version__"}
     assert all(getattr(futuretoken, name) is not None for name in futuretoken.__all__)
+
+
+def test_compare_settings_file_overrides_the_suite_where_an_error_says_to(tmp_path):
+    from futuretoken.cli import _suite
+    from futuretoken.eval.smoothness import EXPERIMENT as SMOOTHNESS
+    from futuretoken.eval.windows import document_windows
+
+    with pytest.raises(ValueError, match=r"\[suite.smoothness\] min_windows .* --settings file \(compare, eval\)"):
+        document_windows(np.arange(40) % 7, eot=0, window=32)
+    path = tmp_path / "s.toml"
+    path.write_text("[suite]\neval_batches = 3\n[suite.smoothness]\nmin_windows = 8\n")
+    settings = _suite(True, str(path))
+    assert settings.eval_batches == 3 and settings.of(SMOOTHNESS).min_windows == 8
+    assert settings.of(SMOOTHNESS).per_document == _suite(True).of(SMOOTHNESS).per_document  # the rest: --quick's
+    path.write_text("[train]\nlr = 1\n")
+    with pytest.raises(ValueError, match=r"holds \[suite\] and \[suite.NAME\] only"):
+        _suite(False, str(path))

@@ -17,6 +17,8 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling seed: the same seed gives the same text")
 
 
+SETTINGS_HELP = ("a TOML file with the measurements' settings: a [suite] table and [suite.NAME] tables as in "
+                 "configs/experiments/*.toml, e.g. [suite.smoothness] min_windows = 40 (over --quick's or the defaults)")
 DEVICE_HELP = "auto (CUDA when available) | cpu | cuda | cuda:N (default: %(default)s)"
 
 
@@ -77,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", default="paper", choices=["paper"], help="the measurements to run (default: %(default)s)")
     p.add_argument("--out", required=True, help="folder for results.json")
     p.add_argument("--quick", action="store_true", help="CPU-sized settings (the demo's)")
+    p.add_argument("--settings", default=None, help=SETTINGS_HELP)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
     p = sub.add_parser("compare", help="runs at matched next-token loss against a baseline run, with gates and verdicts")
@@ -84,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="one run folder per other arm (one seed each: use reproduce for several)")
     p.add_argument("--out", required=True, help="folder for report.md, results.json, plots and the measurement cache")
     p.add_argument("--quick", action="store_true", help="CPU-sized settings (the demo's)")
+    p.add_argument("--settings", default=None, help=SETTINGS_HELP)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
     bench = sub.add_parser("bench", help="measured speed: generation strategies, training throughput",
@@ -204,11 +208,26 @@ def cmd_embed(args) -> None:
     embed_command(args, read_texts(args.input))
 
 
-def _suite(quick: bool):
+def _suite(quick: bool, settings: str | None = None):
+    """The measurements' settings: --quick's (the demo's) or the defaults, with a --settings file's [suite] over them."""
+    import dataclasses
+
+    from .config import read_toml
     from .demo import demo_study
     from .eval.suite import SuiteSettings
 
-    return demo_study().suite if quick else SuiteSettings()
+    base = demo_study().suite if quick else SuiteSettings()
+    if settings is None:
+        return base
+    table = read_toml(settings)
+    unknown = set(table) - {"suite"}
+    if unknown:
+        raise ValueError(f"{settings} has tables {sorted(unknown)}; a --settings file holds [suite] and [suite.NAME] only")
+    values = {f.name: getattr(base, f.name) for f in dataclasses.fields(base) if f.name != "experiments"}
+    values.update({name: dataclasses.asdict(own) for name, own in base.experiments.items()})
+    for key, value in table.get("suite", {}).items():  # [suite.NAME] tables update that experiment's settings
+        values[key] = {**values[key], **value} if isinstance(value, dict) and isinstance(values.get(key), dict) else value
+    return SuiteSettings.from_dict(values)
 
 
 def cmd_reproduce(args) -> None:
@@ -228,7 +247,7 @@ def cmd_reproduce(args) -> None:
 def cmd_eval(args) -> None:
     from .eval.suite import evaluate_run
 
-    print(f"results written to {evaluate_run(args.run, args.out, _suite(args.quick), device=args.device)}")
+    print(f"results written to {evaluate_run(args.run, args.out, _suite(args.quick, args.settings), device=args.device)}")
 
 
 def cmd_compare(args) -> None:
@@ -238,7 +257,7 @@ def cmd_compare(args) -> None:
     if len(set(names)) != len(names):  # arms are named by their folders; make repeated names unique
         names = [f"{n}-{i}" for i, n in enumerate(names)]
     runs = {name: {0: Path(run)} for name, run in zip(names, (args.baseline, *args.runs))}
-    report = compare_runs(runs, names[0], args.out, _suite(args.quick), device=args.device)
+    report = compare_runs(runs, names[0], args.out, _suite(args.quick, args.settings), device=args.device)
     print(report.read_text())
     print(f"report written to {report}")
 

@@ -59,8 +59,10 @@ def coherence_items(val_tokens, eot_token: int, n_prompts: int = 75, prompt_toke
         raise ValueError(
             f"the split supplies at most {capacity.sum()} items ({np.count_nonzero(capacity)} of its {len(docs)} "
             f"documents have room for {prompt_tokens} skipped + {prompt_tokens} prompt + {continuation_tokens} "
-            f"continuation tokens, at most {max_per_document} items each); asked for {n_prompts}. Fix: lower "
-            f"n_prompts, shorten prompt_tokens or continuation_tokens, or raise max_per_document")
+            f"continuation tokens, at most {max_per_document} items each); asked for {n_prompts}. Fix: in "
+            "[suite.coherence] of the experiment file (reproduce) or of a --settings file (compare, eval), lower "
+            "prompts (0 skips E4) or shorten prompt_tokens or new_tokens; or hold out more documents "
+            "(futuretoken data prepare --val-fraction 0.2, then train again)")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(docs))
     counts, left = np.zeros(len(docs), dtype=int), n_prompts

@@ -40,7 +40,8 @@ def other_document_partner(docs: np.ndarray, seed: int = 0) -> np.ndarray:
     for i in range(len(docs)):
         candidates = order[docs[order] != docs[i]]
         if len(candidates) == 0:
-            raise ValueError("the cross-document baseline needs windows from at least two documents")
+            raise ValueError("the cross-document baseline needs windows from at least two held-out documents; fix: hold "
+                             "out more documents (futuretoken data prepare --val-fraction 0.2, then train again)")
         partner[i] = candidates[i % len(candidates)]
     return partner
 

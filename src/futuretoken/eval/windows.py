@@ -59,6 +59,8 @@ def document_windows(tokens: np.ndarray, eot: int, window: int, per_document: in
             docs.append(doc)
     if len(rows) < minimum:
         raise ValueError(f"only {len(rows)} windows of {window} tokens fit inside the held-out documents "
-                         f"(at most {per_document} per document); {minimum} are needed: use a larger "
-                         "val_fraction, more per_document, or a shorter window")
+                         f"(at most {per_document} per document); {minimum} are needed. Fix: hold out more documents "
+                         "(futuretoken data prepare --val-fraction 0.2, then train again), or ask for fewer windows: "
+                         "[suite.smoothness] min_windows (and per_document) in the experiment file (reproduce) or "
+                         "in a --settings file (compare, eval)")
     return torch.from_numpy(np.stack(rows)), np.asarray(docs)
