@@ -29,14 +29,24 @@ def subplots(ncols: int, width: float, nrows: int = 1, height: float = 4):
     return plt.subplots(nrows, ncols, figsize=(width, height * nrows))
 
 
-def save_figure(fig, axes, path: str | Path, dpi: int = 110) -> Path:
-    """Grid and legend on every axis, then write the PNG and free the figure."""
+def save_figure(fig, axes, path: str | Path, dpi: int = 110, shared_legend: bool = False) -> Path:
+    """Grid and legend on every axis (at its emptiest place), or one legend below the grid for axes that
+    all show the same entries; then write the PNG and free the figure."""
     import matplotlib.pyplot as plt
 
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
+        if not shared_legend and ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", framealpha=0.85, fontsize=8)
+    if shared_legend:
+        entries = {}
+        for ax in axes:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                entries.setdefault(label, handle)
+        fig.legend(list(entries.values()), list(entries), loc="lower center", ncol=len(entries), frameon=False)
+        fig.tight_layout(rect=(0, 0.07, 1, 1))  # room for the legend below the grid
+    else:
+        fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return Path(path)
@@ -401,9 +411,9 @@ def plot_comparison(results: dict, out_dir: Path) -> None:
                 ax.errorbar([0.3], [r["test"]["diff"]], yerr=[[r["test"]["diff"] - lo], [hi - r["test"]["diff"]]],
                             fmt="s", capsize=4, label="mean, 95% CI")
             title = textwrap.fill(f"{r['label'].split(' (')[0]} ({r['arm']})", 44)
-            ax.set(title=f"{title}\n{r['verdict']}", xticks=[], ylabel="arm − baseline")
+            ax.set(title=f"{title}\n{r['verdict']}", xticks=[], ylabel="arm − baseline", xlim=(-0.3, 0.6))
             ax.title.set_fontsize(8)
-        save_figure(fig, axes, out_dir / "claims.png", dpi=90)
+        save_figure(fig, axes, out_dir / "claims.png", dpi=90, shared_legend=True)
     fig, axes = subplots(2, 12)
     for i, (arm, by_seed) in enumerate(results["curves"].items()):
         color = f"C{i}"
@@ -416,7 +426,8 @@ def plot_comparison(results: dict, out_dir: Path) -> None:
             axes[0].plot([m["baseline_step"]], [m["baseline_selection_loss"]], "kv", ms=5)
     for k, v in results["ngram"].items():
         axes[0].axhline(v, ls=":", color="grey")
-        axes[0].text(0, v, k, fontsize=7, va="bottom")
+        # named beside the right edge, in data units on y: not over the tick labels or the curves
+        axes[0].text(1.01, v, k, fontsize=7, va="center", transform=axes[0].get_yaxis_transform(), clip_on=False)
     axes[0].set(title="next-token loss, selection half (▲▼ matched pair)", xlabel="step", ylabel="nats")
     for i, (arm, by_seed) in enumerate(results["state_use_trajectory"].items()):
         for j, (seed, tr) in enumerate(by_seed.items()):
