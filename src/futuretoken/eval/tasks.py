@@ -55,9 +55,13 @@ class TaskSettings:
     seed: int = 0
 
 
+def training_tokens(cfg: RunConfig, steps: int) -> int:
+    """Tokens a run of `cfg` has trained on after `steps` optimizer steps (every process together)."""
+    return steps * cfg.train.batch_size * cfg.train.grad_accum * cfg.model.block_size
+
+
 def training_flops(cfg: RunConfig, steps: int) -> float:
-    tokens = steps * cfg.train.batch_size * cfg.train.grad_accum * cfg.model.block_size
-    return training_flops_per_token(cfg.model, cfg.train.model) * tokens
+    return training_flops_per_token(cfg.model, cfg.train.model) * training_tokens(cfg, steps)
 
 
 def equal_compute_checkpoint(run_dir: Path, cfg: RunConfig, budget_flops: float) -> Path:

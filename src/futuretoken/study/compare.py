@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..checkpoint import export_weights, list_checkpoints, output_dir, read_metrics, read_run_record, run_data_dir
-from ..config import ModelConfig
+from ..config import ModelConfig, RunConfig
 from ..devices import resolve_device
 from ..eval import claims as C
 from ..eval.coherence import EXPERIMENT as COHERENCE
@@ -27,6 +27,7 @@ from ..eval.future_bag import EXPERIMENT as FUTURE_BAG
 from ..eval.matched import MatchedPair, pick_matched_pair
 from ..eval.render import RESULTS_SCHEMA, plot_comparison, render_report
 from ..eval.suite import EvalData, SuiteSettings, judging, score_coherence
+from ..eval.tasks import training_flops, training_tokens
 from ..model import training_flops_per_token
 from .annealed import Candidate, anneal_match, annealed_candidates, cosine_candidates
 from .jobs import Cache, Job, JobRunner
@@ -196,10 +197,9 @@ def _arm_summary(info: dict) -> dict:
 
 def _side(candidate: Candidate, info: dict) -> dict:
     """Where a compared checkpoint stands: its steps, tokens, training FLOPs and schedule position."""
-    t = info["train"]
-    tokens = candidate.step * t["batch_size"] * t["grad_accum"] * info["model"]["block_size"]
-    flops = tokens * training_flops_per_token(ModelConfig(**info["model"]), info["model_type"])
-    return {"tokens": tokens, "train_flops": flops, "schedule": candidate.schedule}
+    cfg = RunConfig.from_dict({k: info[k] for k in RunConfig.SECTIONS})
+    return {"tokens": training_tokens(cfg, candidate.step), "train_flops": training_flops(cfg, candidate.step),
+            "schedule": candidate.schedule}
 
 
 def _matched_summary(cmp: Comparison, matched: dict[str, dict[int, MatchedPair]]) -> dict:
