@@ -87,17 +87,16 @@ def test_greedy_speculative_equals_greedy_ar(device, cls):
             assert torch.equal(out.tokens, ref), (i, k)
             multi_token_passes += out.stats.tokens_per_encoder_pass > 1
     assert multi_token_passes > 0  # drafts were accepted: the comparison exercised acceptance
-    # Each row advances by its own accepted prefix and must still equal its own ar; no row waits
-    # for another, so the batch needs no more encoder passes than its slowest row alone.
+    # Each row advances by its own accepted prefix and must still equal its own ar; every round commits at
+    # least one token per row, so the batch never needs more encoder passes than `ar` (its draft lengths follow
+    # the slowest row's acceptance, so it may need a few more or fewer than that row alone).
     prompts = torch.randint(0, 32, (5, 6), generator=g).to(device)
     ref = generate(model, prompts, 40, "ar", GREEDY).tokens
     for k in (2, 4):
         out = generate(model, prompts, 40, "speculative", GREEDY, draft_len=k)
         assert torch.equal(out.tokens, ref)
         assert 0 < out.stats.acceptance_rate < 1  # both branches (accept, reject) were taken
-        alone = [generate(model, row[None], 40, "speculative", GREEDY, draft_len=k).stats.encoder_passes
-                 for row in prompts]
-        assert out.stats.encoder_passes == max(alone)
+        assert out.stats.encoder_passes <= generate(model, prompts, 40, "ar", GREEDY).stats.encoder_passes
 
 
 def test_speculative_draft_length_follows_acceptance():
@@ -107,6 +106,25 @@ def test_speculative_draft_length_follows_acceptance():
 
     assert [Decoding._draft_length(4, alpha) for alpha in (0.0, 0.5, 0.9, 0.99)] == [1, 1, 2, 4]
     assert Decoding._draft_length(2, 0.99) == 2 and Decoding._draft_length(1, 0.99) == 1
+
+
+def test_rejected_drafts_stop_drafting_for_a_while_then_it_is_tried_again():
+    """Old rounds fade: a row that rejected every draft runs `ar` steps, and after some rounds of those the
+    estimate has drifted back far enough that a draft is tried again; the slowest active row decides."""
+    from futuretoken.infer.decoding import Acceptance, Decoding
+
+    est = Acceptance(2, "cpu")
+    both = torch.tensor([True, True])
+    for _ in range(10):  # row 0 accepts every draft of 3, row 1 none
+        est.next_round(both)
+        est.add(torch.tensor([3.0, 0.0]), torch.tensor([3.0, 3.0]))
+    lengths = [Decoding._draft_length(4, est.next_round(both))]
+    while lengths[-1] == 1 and len(lengths) < 100:  # `ar` rounds verify nothing
+        lengths.append(Decoding._draft_length(4, est.next_round(both)))
+    assert lengths[0] == 1 and 5 < len(lengths) < 100 and lengths[-1] > 1
+    est = Acceptance(2, "cpu")
+    est.add(torch.tensor([3.0, 0.0]), torch.tensor([3.0, 30.0]))
+    assert est.next_round(torch.tensor([True, False])) > 0.9  # a finished row no longer holds the batch back
 
 
 @pytest.mark.parametrize("strategy, draft_len", [("ar", None), ("rollout", 3), ("speculative", 2),

@@ -47,6 +47,31 @@ StreamCallback = Callable[[Tensor], None]  # receives newly committed tokens (B,
 # Work of one more drafted token (a draft step, one more position encoded and verified) in `ar`
 # steps; measured on the demo's tiny FTP on CPU (README). It only steers speculative draft lengths.
 DRAFT_TOKEN_COST = 0.75
+# Each round, the acceptance counts so far weigh this much (about the last 10 rounds count): after a run of
+# rejected drafts, rounds of one token let the estimate drift back to the prior, so drafting is tried again
+# where the text has become predictable, instead of never once the counts have settled low.
+ACCEPTANCE_MEMORY = 0.9
+
+
+class Acceptance:
+    """Per row, the acceptance rate of its drafts: accepted / verified drafts from an optimistic prior (0.9,
+    weight 2) so that drafts get tried, older rounds weighing ACCEPTANCE_MEMORY less each round."""
+
+    def __init__(self, rows: int, device) -> None:
+        self.accepted = torch.zeros(rows, device=device)  # (B,)
+        self.verified = torch.zeros(rows, device=device)  # (B,)
+
+    def next_round(self, active: Tensor) -> float:
+        """The lowest estimate among the `active` rows (B,) for this round (one host sync), then the decay."""
+        alpha = torch.where(active, (self.accepted + 1.8) / (self.verified + 2), 1.0).min().item()
+        self.accepted *= ACCEPTANCE_MEMORY
+        self.verified *= ACCEPTANCE_MEMORY
+        return alpha
+
+    def add(self, accepted: Tensor, verified: Tensor) -> None:
+        """This round's accepted and verified drafts per row (B,)."""
+        self.accepted += accepted
+        self.verified += verified
 
 
 class Decoding:
@@ -172,12 +197,10 @@ class Decoding:
     def speculative(self, k_max: int) -> None:
         B = self.B
         forced: Tensor | None = None  # (B,) committed, not yet encoded y_1 per row; -1 where none
-        row_accepted = torch.zeros(B, device=self.out.device)  # per row: accepted drafts so far
-        row_verified = torch.zeros(B, device=self.out.device)  # per row: verified drafts so far
+        acceptance = Acceptance(B, self.out.device)
         while self.remaining > 0:
             active = self.filled < self.n  # (B,) rows that still need tokens
-            # Acceptance so far per row, from an optimistic prior (0.9, weight 2) so that drafts get tried.
-            alpha = torch.where(active, (row_accepted + 1.8) / (row_verified + 2), 1.0).min().item()
+            alpha = acceptance.next_round(active)
             # A forced y_1 is already paid for: the round may then draft one token more.
             k = self._draft_length(min(k_max, self.remaining + (forced is not None)), alpha)
             y, q = self.drafter.draft(self.state, k, forced, self._sample)  # (B, k), (B, k, V)
@@ -206,8 +229,7 @@ class Decoding:
             accepted = ok.long().cumprod(-1).sum(-1)  # (B,) longest accepted prefix per row
             self.accepted += int(accepted[active].sum())
             self.verified += int(active.sum()) * (k - 1)
-            row_accepted += accepted * active
-            row_verified += (k - 1) * active
+            acceptance.add(accepted * active, (k - 1) * active)
             self._commit(drafted, counts=accepted)
             # Each row keeps y_1..y_{1+a_b}; a finished row keeps no more than its sequence, so the
             # cache never outgrows t + n + k_max.
