@@ -252,11 +252,11 @@ def test_a_tampered_model_config_is_refused_before_a_model_is_built(trained_runs
         load_model(ckpt)
 
 
-@pytest.mark.parametrize("kind", ["mtp", "mtp_seq"])
-@pytest.mark.parametrize("field,value,message", [
-    ("horizon", 9, "the weights do not match the model config"),  # heads / modules the weights do not hold
-    ("mtp_lambda", float("nan"), "model.mtp_lambda=nan is not a valid float"),
-    ("mtp_backward", "both", "mtp_backward='both' is unknown"),
+@pytest.mark.parametrize("kind,field,value,message", [
+    *[(kind, "horizon", 9, "the weights do not match the model config") for kind in ("mtp", "mtp_seq")],
+    *[(kind, "mtp_lambda", float("nan"), "model.mtp_lambda=nan is not a valid float") for kind in ("mtp", "mtp_seq")],
+    ("mtp", "mtp_backward", "both", "mtp_backward='both' is unknown"),  # MTP-seq never reads mtp_backward
+    ("mtp_seq", "mtp_lambda", -1.0, "mtp_lambda=-1.0 must be >= 0"),  # MTP never reads mtp_lambda
 ])
 def test_a_tampered_multi_token_config_is_refused(trained_runs, tmp_path, kind, field, value, message):
     ckpt = copy_checkpoint(trained_runs / kind, tmp_path / "ckpt")
@@ -304,13 +304,13 @@ def test_a_sharded_checkpoint_never_unpickles_code(trained_runs, tmp_path):
     ("model.bias=1", "model.bias=1 is not a valid bool; give true or false"),
     ("data.val_fraction=nan", "data.val_fraction=nan is not a valid float"),
     ("model.mtp_lambda=inf", "model.mtp_lambda=inf is not a valid float"),
-    ("model.mtp_lambda=-1", "mtp_lambda=-1.0 must be >= 0"),
-    ("model.mtp_backward=true", "mtp_backward='True' is unknown"),
+    ("model.mtp_lambda=-1 train.model=mtp_seq", "mtp_lambda=-1.0 must be >= 0"),  # checked where it is used
+    ("model.mtp_backward=true train.model=mtp", "mtp_backward='True' is unknown"),
     ("train.model=mtp3", "train.model='mtp3' is unknown; choose one of gpt, ftp, mtp, mtp_seq"),
 ])
 def test_config_values_that_would_break_training_are_refused(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        RunConfig.load(None, [override])
+        RunConfig.load(None, override.split())
 
 
 def test_configs_built_in_python_get_the_same_checks():
@@ -365,6 +365,8 @@ MODEL_FIELDS = st.fixed_dictionaries({}, optional={
 def test_model_config_is_valid_or_a_config_error(fields):
     try:
         cfg = ft.ModelConfig(**fields)
+        for model_type in ft.MODELS:  # each type's own fields (GPT: none beyond the encoder's)
+            cfg.validate_for(model_type)
     except ConfigError as err:
         assert str(err)
         return

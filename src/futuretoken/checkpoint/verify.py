@@ -248,6 +248,7 @@ def checked_config(ckpt: Path, meta: dict[str, Any], stored: dict[str, StoredTen
         raise CheckpointError(f"{ckpt} holds model type '{model_type}', expected one of {sorted(MODELS)}")
     try:
         config = ModelConfig(**meta["model_config"])
+        config.validate_for(model_type)  # the fields of this model type, before any model is built
     except (TypeError, ConfigError) as err:
         raise CheckpointError(f"{ckpt} has a model config this version cannot read: {err}") from None
     with torch.device("meta"):  # shapes only: nothing is allocated
