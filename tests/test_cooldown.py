@@ -100,3 +100,17 @@ def test_task_checkpoints_of_wsd_runs_are_annealed_and_cached_apart(data_dir, tm
     assert picked == tmp_path / "gpt" / "seed-0" / "cooldowns" / "step-0000008" / "checkpoints" / "step-0000012"
     assert _checkpoint_key(picked) == "gpt-seed-0-cooldown-step-0000008-step-0000012"
     assert _checkpoint_key(arm_ckpt) == "ftp-seed-0-step-0000008"
+
+
+def test_the_next_cooldown_is_planned_from_the_nearest_measured_anneal_drop(data_dir, tmp_path):
+    """Early in training a decay lowers the loss more than at the end: once a cooldown is measured, its drop
+    (not the run end's) predicts where the next one lands."""
+    from futuretoken.study.annealed import plan_cooldown
+
+    common = dict(schedule="wsd", warmup_steps=2, decay_steps=4, ckpt_interval=2, keep_every=2, eval_interval=4)
+    train(run_config(data_dir, tmp_path / "gpt", "gpt", max_steps=24, **common))
+    stable = {s: 10 - 0.2 * s for s in stable_steps(tmp_path / "gpt")}  # steps 2..20
+    assert plan_cooldown(tmp_path / "gpt", stable, 5.0, 7.0, set()) == 10  # the end's drop, 1.0: 10 - 2 - 1 = 7
+    # A cooldown from 16 measured a drop of 2.8 (6.8 -> 4.0): the level 7 is reached from 0.2 * s = 0.2, i.e. step 2.
+    assert plan_cooldown(tmp_path / "gpt", stable, 5.0, 7.0, set(), cooled={16: 4.0}) == 2
+    assert plan_cooldown(tmp_path / "gpt", stable, 5.0, 7.0, {2}, cooled={16: 4.0}) == 4

@@ -7,8 +7,9 @@ the end of a cooldown branch from one of its stable checkpoints (training/cooldo
 exactly the run that would have been that long. The weaker run's end fixes the level (its
 next-token loss on the selection half); the other run's annealed candidate nearest to it is its
 match. Cooldowns are trained on demand: from the stable checkpoint whose loss, less the run's
-own measured anneal drop, lands nearest the level, then from its neighbour towards the level
-while the best candidate is further than `tolerance` from it (at most `max_cooldowns` per run).
+measured anneal drop (the nearest finished cooldown's, else the run's own end's), lands nearest the
+level, again while the best candidate is further than `tolerance` from it (at most `max_cooldowns`
+new ones per call).
 """
 
 from __future__ import annotations
@@ -54,23 +55,29 @@ def annealed_candidates(run_dir: Path) -> dict[int, Candidate]:
 
 
 def plan_cooldown(run_dir: Path, stable_losses: dict[int, float], end_loss: float, level: float,
-                  tried: set[int]) -> int | None:
-    """The next stable step to cool down from: its predicted annealed loss is its loss less the run's own
-    anneal drop (its last stable checkpoint's loss less its end's); None when every one is tried."""
+                  tried: set[int], cooled: dict[int, float] | None = None) -> int | None:
+    """The next stable step to cool down from: its predicted annealed loss is its loss less an anneal drop,
+    the one measured by the finished cooldown from the nearest stable step (`cooled`: its start -> its end's
+    loss), else the run's own (its last stable checkpoint's loss less its end's). None when every one is tried."""
     cfg = run_config(run_dir)
     D, end = decay_steps(cfg.train), cfg.train.max_steps
     known = [s for s in stable_steps(run_dir) if s in stable_losses]
-    untried = [s for s in known if s + D < end and s not in tried]
+    untried = [s for s in known if s + D < end and s not in tried and s not in (cooled or {})]
     if not untried:
         return None
-    drop = stable_losses[max(known)] - end_loss
-    return min(untried, key=lambda s: (abs(stable_losses[s] - drop - level), s))
+    measured = {s: stable_losses[s] - loss for s, loss in (cooled or {}).items() if s in stable_losses}
+
+    def drop(s: int) -> float:  # the anneal drop grows early in training: the nearest measurement predicts best
+        return measured[min(measured, key=lambda m: (abs(m - s), m))] if measured else stable_losses[max(known)] - end_loss
+
+    return min(untried, key=lambda s: (abs(stable_losses[s] - drop(s) - level), s))
 
 
 def anneal_match(runs: dict[str, Path], losses: dict[str, dict[int, float]], loss_of: SelectionLoss,
                  tolerance: float, max_cooldowns: int = 3) -> MatchedPair:
     """The matched pair of annealed checkpoints of two WSD runs, runs = {"arm": RUN, "baseline": RUN},
-    cooldowns trained as needed. `losses[side]`: selection losses of the run's kept checkpoints.
+    cooldowns trained as needed (existing ones are reused, and at most `max_cooldowns` more are trained in
+    this call). `losses[side]`: selection losses of the run's kept checkpoints.
     The pair's steps are keys of `annealed_candidates` of each run."""
     ends = {k: run_config(r).train.max_steps for k, r in runs.items()}
     annealed = {k: {s: (losses[k][s] if s == ends[k] else loss_of(k, c.checkpoint.parent.parent))
@@ -79,8 +86,10 @@ def anneal_match(runs: dict[str, Path], losses: dict[str, dict[int, float]], los
     other = "baseline" if weaker == "arm" else "arm"
     level = annealed[weaker][ends[weaker]]
     tried: set[int] = set()
+    D = decay_steps(run_config(runs[other]).train)
     while len(tried) < max_cooldowns and min(abs(v - level) for v in annealed[other].values()) > tolerance:
-        step = plan_cooldown(runs[other], losses[other], annealed[other][ends[other]], level, tried)
+        cooled = {s - D: v for s, v in annealed[other].items() if s != ends[other]}  # cooldown start -> end loss
+        step = plan_cooldown(runs[other], losses[other], annealed[other][ends[other]], level, tried, cooled)
         if step is None:
             break
         tried.add(step)
