@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import output_dir
+from ..devices import resolve_device
 from ..config import ConfigError, RunConfig, build, read_toml
 from ..eval import registry
 from ..eval.claims import GateSettings, Margin
@@ -151,6 +152,7 @@ def reproduce(study: Study, out_dir: str | Path, device: str | None = None,
     study = study.piece(seeds) if seeds is not None else study
     paper_dir = out_dir / "pieces" / piece_name(study.settings.seeds) if seeds is not None else out_dir / "paper"
     device = device or study.run.train.device
+    resolve_device(device)  # a device that is not there fails now, not in a training worker after start-up
     settings = study.settings
 
     def configs_for(data_dir: Path | None, runs_dir: Path, train_overrides: dict | None = None,
