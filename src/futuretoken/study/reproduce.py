@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import output_dir
-from ..devices import resolve_device
 from ..config import ConfigError, RunConfig, build, read_toml
+from ..devices import resolve_device
 from ..eval import registry
 from ..eval.claims import GateSettings, Margin
 from ..eval.suite import SuiteSettings
