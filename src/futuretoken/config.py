@@ -171,8 +171,7 @@ class ModelConfig:
             need(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
         need(
             self.n_embd % self.n_head == 0,
-            f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
-            f"choose n_head among {[h for h in range(1, 33) if self.n_embd % h == 0]}",
+            f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; choose n_head among {_divisors(self.n_embd)}",
         )
         need(0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)")
         need(self.loss_impl in LOSS_IMPLEMENTATIONS,

@@ -11,7 +11,15 @@ from ..checkpoint import checkpoint_step, list_checkpoints
 from ..config import RunConfig
 from ..eval import registry
 from ..eval.matched import MatchedPair
-from ..eval.tasks import KeptCheckpoints, LossOf, TaskCheckpoints, TaskSettings, score_arms, training_flops
+from ..eval.tasks import (
+    KeptCheckpoints,
+    LossOf,
+    TaskCheckpoints,
+    TaskSettings,
+    equal_compute_checkpoint,
+    score_arms,
+    training_flops,
+)
 from ..training import train, train_all
 from ..training.cooldown import cooldown_branch, stable_steps
 from ..training.optim import decay_steps
@@ -42,7 +50,7 @@ class AnnealedCheckpoints:
             return list_checkpoints(run)[-1]
         starts = [s for s in stable_steps(run) if fits(s + decay_steps(cfg.train))]
         if not starts:
-            return KeptCheckpoints().equal_compute(run, cfg, budget_flops)
+            return equal_compute_checkpoint(run, cfg, budget_flops)
         branch = cooldown_branch(run, max(starts))
         train(branch, resume=True)
         return list_checkpoints(branch.train.out_dir)[-1]

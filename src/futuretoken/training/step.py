@@ -25,7 +25,8 @@ GRAD_NORM, SKIPPED, STOP = -3, -2, -1  # the last three entries of a statistics 
 class TrainStep:
     """`step(n, batch, stop_requested)` -> the statistics row of optimizer step n (on the device):
     LossModule's stats summed over the global batch, then [gradient norm (before clipping), skipped,
-    stop requested] (summed over processes, but the norm: it is the global batch's). `batch(micro)` gives micro-batch `micro` of the step, (b, T + horizon) tokens."""
+    stop requested] (summed over processes, but the norm: it is the global batch's already).
+    `batch(micro)` gives micro-batch `micro` of the step, (b, T + horizon) tokens."""
 
     loss_module: nn.Module  # LossModule, maybe wrapped by DDP/FSDP (training/parallelize.py)
     optimizer: torch.optim.Optimizer
